@@ -1,0 +1,58 @@
+"""The one family of errors a user can cause, and the exit codes.
+
+Every mistake of the user's (a bad spec, a missing tool, a lab that is locked)
+raises a :class:`LabError`. The CLI prints its lines and exits with ``ERROR``;
+nothing else a user does should reach them as a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+OK = 0
+ERROR = 1
+FINDINGS = 2
+INTERRUPTED = 130
+
+
+class LabError(Exception):
+    """A problem the user can fix; ``lines`` are printed one per line."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.lines: tuple[str, ...] = lines
+
+
+class TargetError(LabError):
+    """The target (local host or Proxmox) cannot do what was asked."""
+
+
+class PreflightError(TargetError):
+    """The host is not fit to run the lab; nothing was changed."""
+
+
+class LockedError(LabError):
+    """Another mlseclab run holds the lab's lock."""
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One thing wrong with a lab spec, located by line and dotted path."""
+
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{self.file}:{self.line}: {where}{self.message}"
+
+
+class SpecError(LabError):
+    """The lab spec is invalid; one :class:`SpecProblem` per mistake."""
+
+    def __init__(self, problems: Sequence[SpecProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(*(str(p) for p in self.problems))

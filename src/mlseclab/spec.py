@@ -1,0 +1,631 @@
+"""The lab spec: models, loading and every rule a spec must satisfy.
+
+A spec is checked in two passes. pydantic checks each field on its own (types,
+ranges, unknown keys); :func:`check_rules` then checks what only the whole lab
+can tell (overlapping networks, addresses outside their network, flows to
+roles that have no node). Both passes report every problem they find, each
+with the file, the line, the dotted path and what would be valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Iterable, Iterator
+from enum import StrEnum
+from pathlib import Path as FsPath
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mlseclab.errors import SpecError, SpecProblem
+from mlseclab.yamlsource import Located, Path, YamlSyntaxError, load_with_lines
+
+DNS_LABEL = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+SEGMENT_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,10}[a-z0-9])?$")  # br-<name> fits IFNAMSIZ
+CONTROL_ID = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*$")
+
+#: Flow endpoints that are not a role or a node.
+OPERATOR = "operator"  # the operator's workstation: the host on the local target
+ANY = "any"  # any source at all, inside the lab or not (clients)
+ALL = "all"  # every node of the lab
+SPECIAL_SOURCES = (OPERATOR, ANY, ALL)
+SPECIAL_DESTINATIONS = (ALL,)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Purpose(StrEnum):
+    MGMT = "mgmt"
+    EDGE = "edge"
+    INFERENCE = "inference"
+    DATA = "data"
+    APP = "app"
+    OBS = "obs"
+
+
+class Role(StrEnum):
+    GATEWAY = "gateway"
+    INFERENCE = "inference"
+    VECTORDB = "vectordb"
+    RAG = "rag"
+    OBSERVABILITY = "observability"
+
+
+class NodeKind(StrEnum):
+    VM = "vm"
+    CONTAINER = "container"
+
+
+def _canonical_network(value: str) -> str:
+    try:
+        net = ipaddress.IPv4Network(value, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IPv4 network; write it as ADDRESS/PREFIX, e.g. 10.66.10.0/24"
+        ) from None
+    if "/" not in value:
+        raise ValueError(f"{value!r} has no prefix length; did you mean {net.network_address}/24?")
+    if str(net) != value:
+        raise ValueError(f"{value} has host bits set; did you mean {net}?")
+    return value
+
+
+def _ipv4(value: str) -> str:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address, e.g. 10.66.10.11") from None
+    return value
+
+
+class LocalSettings(Strict):
+    """Settings of the local target (one Linux host)."""
+
+    uplink_cidr: str = Field(
+        default="10.66.255.0/30",
+        description="transit /30 between the host (operator) and the lab's router namespace",
+    )
+    datasets_root: str = Field(
+        default="/var/lib/mlseclab",
+        description="host directory under which datasets live as <lab>/datasets/<name>",
+    )
+
+    _net = field_validator("uplink_cidr")(_canonical_network)
+
+    @field_validator("datasets_root")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is not an absolute path; write it as /var/lib/mlseclab")
+        return value
+
+
+class ProxmoxTemplate(Strict):
+    vm_id: Annotated[int, Field(ge=100, le=999_999_999)] | None = None
+    tag: str | None = None
+
+
+class ProxmoxSettings(Strict):
+    """Settings of the Proxmox target; the token never goes here (environment or secret)."""
+
+    endpoint: str = Field(description="https://HOST:8006/ of the cluster API")
+    nodes: list[str] = Field(min_length=1, description="Proxmox node names that may host VMs")
+    template: ProxmoxTemplate = Field(description="cloud-init template to clone: vm_id or tag")
+    datastore: str = Field(default="local-zfs", description="datastore for VM disks")
+    network_mode: Literal["bridge", "sdn"] = "bridge"
+    lab_bridge: str = Field(default="vmbr1", description="VLAN-aware bridge for lab segments")
+    mgmt_bridge: str = Field(default="vmbr0", description="the host's management bridge: never touched")
+    sdn_zone: str = Field(default="mlsl", description="SDN VLAN zone id when network_mode is sdn")
+    insecure: bool = Field(default=False, description="accept a self-signed API certificate")
+    pool: str | None = Field(default=None, description="resource pool (default: mlseclab-<lab>)")
+    clone_parallelism: Annotated[int, Field(ge=1, le=8)] = 2
+
+    @field_validator("endpoint")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not re.match(r"^https://[^/\s]+(:\d+)?/?$", value):
+            raise ValueError(f"{value!r} is not an API endpoint; write it as https://pve.example:8006/")
+        return value
+
+
+class LabSettings(Strict):
+    name: str = Field(description="lab name: DNS label, names state, namespaces and resources")
+    domain: str = Field(default="lab.internal", description="DNS domain of the lab's nodes")
+    target: Literal["local", "proxmox"] = "local"
+    local: LocalSettings = LocalSettings()
+    proxmox: ProxmoxSettings | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _dns(cls, value: str) -> str:
+        if not DNS_LABEL.match(value) or len(value) > 24:
+            raise ValueError(
+                f"{value!r} is not a lab name; use 1-24 lowercase letters, digits and '-', "
+                "starting with a letter"
+            )
+        return value
+
+
+class Segment(Strict):
+    vlan: int = Field(description="802.1Q VLAN id on Proxmox (1-4094)")
+    cidr: str = Field(description="the segment's IPv4 network, canonical (no host bits)")
+    gateway: str | None = Field(default=None, description="router address (default: first host)")
+    purpose: Purpose
+
+    _net = field_validator("cidr")(_canonical_network)
+
+    @field_validator("vlan")
+    @classmethod
+    def _vlan(cls, value: int) -> int:
+        if not 1 <= value <= 4094:
+            raise ValueError(f"VLAN id {value} is out of range; valid VLAN ids are 1-4094")
+        return value
+
+    @field_validator("gateway")
+    @classmethod
+    def _gw(cls, value: str | None) -> str | None:
+        return None if value is None else _ipv4(value)
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.cidr)
+
+    @property
+    def gateway_address(self) -> ipaddress.IPv4Address:
+        if self.gateway is not None:
+            return ipaddress.IPv4Address(self.gateway)
+        return next(self.network.hosts())
+
+
+class SnapshotPolicy(Strict):
+    keep: Annotated[int, Field(ge=0, le=1000)] = 7
+    before_destroy: bool = Field(default=True, description="snapshot before down/rebuild")
+
+
+class DatasetProperties(Strict):
+    recordsize: Literal["4K", "8K", "16K", "32K", "64K", "128K", "256K", "512K", "1M"] = "128K"
+    compression: Literal["off", "lz4", "zstd", "gzip"] = "lz4"
+    encryption: bool = False
+    atime: bool = False
+
+
+class Dataset(Strict):
+    description: str = ""
+    properties: DatasetProperties = DatasetProperties()
+    protect: bool = Field(default=False, description="survives down and rebuild")
+    snapshots: SnapshotPolicy = SnapshotPolicy()
+
+
+class Nic(Strict):
+    network: str
+    ip: str
+    mac: str | None = None
+
+    _ip = field_validator("ip")(_ipv4)
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$", value):
+            raise ValueError(f"{value!r} is not a MAC address; write it as bc:24:11:00:00:01")
+        return value
+
+
+class Gpu(Strict):
+    mapping: str = Field(description="name of a Proxmox PCI resource mapping (never a raw PCI id)")
+    pcie: bool = True
+    count: Annotated[int, Field(ge=1, le=4)] = 1
+
+
+class Mount(Strict):
+    dataset: str
+    path: str
+    mode: Literal["ro", "rw"] = "ro"
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or value == "/":
+            raise ValueError(f"{value!r} is not a mount point; use an absolute path like /srv/models")
+        return value
+
+
+class Node(Strict):
+    role: Role
+    kind: NodeKind = NodeKind.VM
+    cpu: Annotated[int, Field(ge=1, le=256)] = 2
+    memory: Annotated[int, Field(ge=256, description="MiB")] = 2048
+    disk: Annotated[int, Field(ge=4, description="GiB")] = 16
+    vm_id: Annotated[int, Field(ge=100, le=999_999_999)] | None = None
+    nics: list[Nic] = Field(min_length=1)
+    gpu: Gpu | None = None
+    mounts: list[Mount] = []
+    tags: list[str] = []
+
+
+class Flow(Strict):
+    name: str | None = None
+    from_: str = Field(alias="from")
+    to: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    proto: Literal["tcp", "udp"] = "tcp"
+    network: str | None = Field(default=None, description="segment the flow uses (default: service)")
+    description: str = ""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.from_}->{self.to}:{self.port}/{self.proto}"
+
+
+class Waiver(Strict):
+    control: str
+    nodes: list[str] = Field(default_factory=lambda: [ALL])
+    reason: str = Field(min_length=10)
+    expires: str | None = Field(default=None, description="ISO date after which it no longer applies")
+
+    @field_validator("control")
+    @classmethod
+    def _ctl(cls, value: str) -> str:
+        if not CONTROL_ID.match(value):
+            raise ValueError(f"{value!r} is not a control id, e.g. MLSL-OS-02")
+        return value
+
+
+class Posture(Strict):
+    profile: Literal["baseline", "strict"] = "baseline"
+    waivers: list[Waiver] = []
+
+
+class LabSpec(Strict):
+    lab: LabSettings
+    networks: dict[str, Segment] = Field(min_length=1)
+    datasets: dict[str, Dataset] = {}
+    nodes: dict[str, Node] = Field(min_length=1)
+    flows: list[Flow] = []
+    posture: Posture = Posture()
+
+    # -- lookups used across the code base --------------------------------
+    def mgmt_segment_name(self) -> str:
+        return next(n for n, s in self.networks.items() if s.purpose is Purpose.MGMT)
+
+    def nodes_by_role(self) -> dict[Role, list[str]]:
+        out: dict[Role, list[str]] = {}
+        for name, node in self.nodes.items():
+            out.setdefault(node.role, []).append(name)
+        return out
+
+
+# ---------------------------------------------------------------------------
+# Whole-lab rules
+# ---------------------------------------------------------------------------
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def _one_of(choices: Iterable[str]) -> str:
+    items = sorted(set(choices))
+    return ", ".join(items) if items else "(none declared)"
+
+
+def check_rules(spec: LabSpec) -> Iterator[tuple[Path, str]]:
+    """Yield (path, message) for every whole-lab rule the spec breaks."""
+    yield from _check_networks(spec)
+    yield from _check_nodes(spec)
+    yield from _check_flows(spec)
+    yield from _check_posture(spec)
+    if spec.lab.target == "proxmox" and spec.lab.proxmox is None:
+        yield ("lab", "target"), "target proxmox needs a lab.proxmox section (endpoint, nodes, template)"
+
+
+def _check_networks(spec: LabSpec) -> Iterator[tuple[Path, str]]:
+    seen_vlan: dict[int, str] = {}
+    items = list(spec.networks.items())
+    for name, seg in items:
+        if not SEGMENT_NAME.match(name):
+            yield ("networks", name), (
+                f"{name!r} is not a segment name; use 1-12 lowercase letters, digits and '-'"
+            )
+        if seg.vlan in seen_vlan:
+            yield ("networks", name, "vlan"), (
+                f"VLAN id {seg.vlan} is already used by network {seen_vlan[seg.vlan]}; "
+                "each segment needs its own VLAN id"
+            )
+        seen_vlan.setdefault(seg.vlan, name)
+        if seg.network.prefixlen > 29:
+            yield ("networks", name, "cidr"), (
+                f"{seg.cidr} is too small for a segment; use a prefix of /29 or shorter"
+            )
+        if seg.gateway is not None:
+            gw = ipaddress.IPv4Address(seg.gateway)
+            if gw not in seg.network or gw in (seg.network.network_address,
+                                               seg.network.broadcast_address):
+                yield ("networks", name, "gateway"), (
+                    f"{seg.gateway} is not a host address of {name} ({seg.cidr})"
+                )
+    for i, (name_a, seg_a) in enumerate(items):
+        for name_b, seg_b in items[i + 1:]:
+            if seg_a.network.overlaps(seg_b.network):
+                yield ("networks", name_b, "cidr"), (
+                    f"{seg_b.cidr} overlaps network {name_a} ({seg_a.cidr}); "
+                    "segments need disjoint CIDRs"
+                )
+    uplink = ipaddress.IPv4Network(spec.lab.local.uplink_cidr)
+    for name, seg in items:
+        if uplink.overlaps(seg.network):
+            yield ("lab", "local", "uplink_cidr"), (
+                f"{uplink} overlaps network {name} ({seg.cidr}); choose a transit /30 outside the lab"
+            )
+    mgmt = [n for n, s in items if s.purpose is Purpose.MGMT]
+    if len(mgmt) != 1:
+        yield ("networks",), (
+            f"the lab needs exactly one network with purpose mgmt, found {len(mgmt)}"
+            + (f" ({', '.join(mgmt)})" if mgmt else "")
+        )
+
+
+def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
+    seen_ip: dict[ipaddress.IPv4Address, str] = {}
+    seen_vmid: dict[int, str] = {}
+    mgmt_names = {n for n, s in spec.networks.items() if s.purpose is Purpose.MGMT}
+    for name, node in spec.nodes.items():
+        base: Path = ("nodes", name)
+        if not DNS_LABEL.match(name):
+            yield base, (
+                f"{name!r} is not a node name; use lowercase letters, digits and '-' (a DNS label)"
+            )
+        if name in SPECIAL_SOURCES or name in {r.value for r in Role}:
+            yield base, f"{name!r} is reserved (a role or a flow keyword); choose another node name"
+        if node.vm_id is not None:
+            if node.vm_id in seen_vmid:
+                yield (*base, "vm_id"), f"vm_id {node.vm_id} is already used by {seen_vmid[node.vm_id]}"
+            seen_vmid.setdefault(node.vm_id, name)
+        nets_seen: set[str] = set()
+        for i, nic in enumerate(node.nics):
+            where: Path = (*base, "nics", i)
+            seg = spec.networks.get(nic.network)
+            if seg is None:
+                yield (*where, "network"), (
+                    f"unknown network {nic.network!r}; declared: {_one_of(spec.networks)}"
+                    + _suggest(nic.network, spec.networks)
+                )
+                continue
+            if nic.network in nets_seen:
+                yield (*where, "network"), f"{name} has two NICs on {nic.network}; give it one"
+            nets_seen.add(nic.network)
+            addr = ipaddress.IPv4Address(nic.ip)
+            net = seg.network
+            if addr not in net:
+                yield (*where, "ip"), f"{nic.ip} is outside network {nic.network} ({seg.cidr})"
+                continue
+            if addr in (net.network_address, net.broadcast_address):
+                yield (*where, "ip"), (
+                    f"{nic.ip} is the {'network' if addr == net.network_address else 'broadcast'} "
+                    f"address of {nic.network} ({seg.cidr}); use a host address"
+                )
+            elif addr == seg.gateway_address:
+                yield (*where, "ip"), (
+                    f"{nic.ip} is the gateway of {nic.network}; the router owns it"
+                )
+            elif addr in seen_ip:
+                yield (*where, "ip"), f"{nic.ip} is already used by {seen_ip[addr]}"
+            seen_ip.setdefault(addr, f"{name}.nics[{i}]")
+        if mgmt_names and not nets_seen & mgmt_names:
+            yield (*base, "nics"), (
+                f"{name} has no NIC on the mgmt network ({_one_of(mgmt_names)}); "
+                "every node is managed over mgmt"
+            )
+        if node.gpu is not None and node.kind is not NodeKind.VM:
+            yield (*base, "gpu"), (
+                f"a GPU needs a VM: {name} is a container; set kind: vm or remove gpu"
+            )
+        paths: set[str] = set()
+        for i, mount in enumerate(node.mounts):
+            where = (*base, "mounts", i)
+            if mount.dataset not in spec.datasets:
+                yield (*where, "dataset"), (
+                    f"undeclared dataset {mount.dataset!r}; declared: {_one_of(spec.datasets)}"
+                    + _suggest(mount.dataset, spec.datasets)
+                )
+            if mount.path in paths:
+                yield (*where, "path"), f"{mount.path} is mounted twice on {name}"
+            paths.add(mount.path)
+    for name in spec.datasets:
+        if not DNS_LABEL.match(name):
+            yield ("datasets", name), f"{name!r} is not a dataset name; use a DNS label"
+
+
+def endpoint_choices(spec: LabSpec, *, source: bool) -> set[str]:
+    roles = {n.role.value for n in spec.nodes.values()}
+    return roles | set(spec.nodes) | set(SPECIAL_SOURCES if source else SPECIAL_DESTINATIONS)
+
+
+def _check_flows(spec: LabSpec) -> Iterator[tuple[Path, str]]:
+    declared_roles = {r.value for r in Role}
+    for i, flow in enumerate(spec.flows):
+        base: Path = ("flows", i)
+        for key, value, source in (("from", flow.from_, True), ("to", flow.to, False)):
+            valid = endpoint_choices(spec, source=source)
+            if value in valid:
+                continue
+            if value in declared_roles:
+                what = f"flow to role {value!r}, which no node has"
+            elif value in SPECIAL_SOURCES:
+                what = f"{value!r} can only be a source"
+            else:
+                what = f"unknown role or node {value!r}"
+            yield (*base, key), f"{what}; valid: {_one_of(valid)}" + _suggest(value, valid)
+        if flow.network is not None and flow.network not in spec.networks:
+            yield (*base, "network"), (
+                f"unknown network {flow.network!r}; declared: {_one_of(spec.networks)}"
+                + _suggest(flow.network, spec.networks)
+            )
+
+
+def _check_posture(spec: LabSpec) -> Iterator[tuple[Path, str]]:
+    for i, waiver in enumerate(spec.posture.waivers):
+        for j, node in enumerate(waiver.nodes):
+            if node != ALL and node not in spec.nodes:
+                yield ("posture", "waivers", i, "nodes", j), (
+                    f"unknown node {node!r}; declared: {_one_of(spec.nodes)}"
+                    + _suggest(node, spec.nodes)
+                )
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+
+_TYPE_WORDS = {
+    "int": "a whole number",
+    "string": "a string",
+    "bool": "true or false",
+    "dict": "a mapping",
+    "model": "a mapping",
+    "list": "a list",
+    "float": "a number",
+}
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The pydantic model that the location ``loc`` points into, if any."""
+    model: Any = LabSpec
+    rest = list(loc)
+    while rest and model is not None:
+        key = rest.pop(0)
+        field = next(
+            (f for n, f in model.model_fields.items() if key in (n, f.alias)), None
+        )
+        if field is None:
+            return None
+        model = _inner_model(field.annotation, rest)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _inner_model(annotation: Any, rest: list[str | int]) -> Any:
+    """Strip containers from ``annotation``, consuming their keys from ``rest``."""
+    origin = getattr(annotation, "__origin__", None)
+    args = getattr(annotation, "__args__", ())
+    if origin in (dict, list) and args:
+        if rest:
+            rest.pop(0)
+            return _inner_model(args[-1], rest)
+        return None
+    if args and origin is not None and origin not in (dict, list):  # Optional / Union / Annotated
+        for arg in args:
+            found = _inner_model(arg, list(rest))
+            if isinstance(found, type) and issubclass(found, BaseModel):
+                return found
+        return None
+    return annotation
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _describe(err: Any) -> str:
+    kind: str = err["type"]
+    got = err.get("input")
+    shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+    loc = tuple(err["loc"])
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        valid = _one_of(_field_names(parent)) if parent else "see the spec reference"
+        key = str(loc[-1])
+        return f"unknown key {key!r}; valid keys here: {valid}" + (
+            _suggest(key, _field_names(parent)) if parent else ""
+        )
+    if kind == "missing":
+        return "required key is missing"
+    if kind in ("literal_error", "enum"):
+        expected = err.get("ctx", {}).get("expected", "")
+        return f"{shown} is not allowed; valid: {expected}"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        word = kind.split("_", 1)[0]
+        return f"expected {_TYPE_WORDS.get(word, word)}, got {shown}"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return f"{shown} is out of range; {err['msg'].lower().replace('input should be ', 'must be ')}"
+    if kind in ("too_short", "too_long"):
+        return err["msg"].replace("List", "this list").replace("Dictionary", "this mapping")
+    if kind == "value_error":
+        return str(err.get("ctx", {}).get("error", err["msg"]))
+    return str(err["msg"])
+
+
+def _dotted(loc: Iterable[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    # pydantic inserts union member names (e.g. 'int', 'ProxmoxTemplate') into locations
+    return tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()
+                                        or p in ("int", "str", "none", "function-after")))
+
+
+def parse_spec(text: str, file: str) -> LabSpec:
+    """Parse and validate a spec; raise :class:`SpecError` listing every problem."""
+    if not text.strip() or all(
+        not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
+    ):
+        raise SpecError([SpecProblem(file, 1, "", (
+            "the file is empty; a lab spec needs the keys lab, networks and nodes "
+            "(see inventories/reference/lab.yaml)"))])
+    try:
+        located = load_with_lines(text)
+    except YamlSyntaxError as exc:
+        raise SpecError([SpecProblem(file, exc.line, "", f"YAML syntax error: {exc.problem}; "
+                                     "fix the YAML (indentation, quoting, ':' after keys)")]) from None
+    return validate_data(located, file)
+
+
+def validate_data(located: Located, file: str) -> LabSpec:
+    problems: list[SpecProblem] = []
+    for path, line, first in located.duplicates:
+        what = "node name" if len(path) == 2 and path[0] == "nodes" else "key"
+        problems.append(SpecProblem(file, line, _dotted(path),
+                                    f"duplicate {what} {path[-1]!r} (first at line {first}); "
+                                    f"each {what} must be unique"))
+    if not isinstance(located.data, dict):
+        problems.append(SpecProblem(file, 1, "", (
+            f"expected a mapping with keys lab, networks, nodes; got {type(located.data).__name__}")))
+        raise SpecError(problems)
+    try:
+        spec = LabSpec.model_validate(located.data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = _clean_loc(tuple(err["loc"]))
+            problems.append(SpecProblem(file, located.line_of(loc), _dotted(loc), _describe(err)))
+        raise SpecError(sorted(problems, key=lambda p: p.line)) from None
+    for path, message in check_rules(spec):
+        problems.append(SpecProblem(file, located.line_of(path), _dotted(path), message))
+    if problems:
+        raise SpecError(sorted(problems, key=lambda p: p.line))
+    return spec
+
+
+def load_spec(path: str | FsPath) -> LabSpec:
+    """Read and validate the spec at ``path``; raise :class:`SpecError` on any problem."""
+    p = FsPath(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([SpecProblem(str(p), 0, "", (
+            "no such file; pass a lab spec such as inventories/reference/lab.yaml"))]) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise SpecError([SpecProblem(str(p), 0, "", f"cannot read the spec: {exc.__class__.__name__}; "
+                                     "pass a readable UTF-8 YAML file")]) from None
+    return parse_spec(text, str(p))

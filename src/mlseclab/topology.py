@@ -1,0 +1,254 @@
+"""What a valid spec implies, derived by pure functions.
+
+Nothing here touches a machine: addresses, routes, the router's inter-segment
+policy, each node's ingress and egress, the full reachability matrix and the
+inventory groups all come from the spec alone, so every target and every test
+derives the same lab from the same file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from mlseclab.spec import ALL, ANY, OPERATOR, Flow, LabSpec, NodeKind, Purpose
+
+SSH_PORT = 22
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One NIC of a node as the node sees it."""
+
+    node: str
+    index: int
+    name: str  # inside the node: eth0, eth1, ...
+    network: str
+    purpose: Purpose
+    ip: str
+    prefixlen: int
+    gateway: str
+    vlan: int
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.ip}/{self.prefixlen}"
+
+
+@dataclass(frozen=True)
+class Route:
+    destination: str  # CIDR
+    via: str
+    dev: str
+
+
+@dataclass(frozen=True)
+class LabNode:
+    name: str
+    role: str
+    kind: NodeKind
+    interfaces: tuple[Interface, ...]
+    routes: tuple[Route, ...]
+
+    @property
+    def mgmt(self) -> Interface:
+        return next(i for i in self.interfaces if i.purpose is Purpose.MGMT)
+
+    @property
+    def service(self) -> tuple[Interface, ...]:
+        """The NICs that carry the node's service traffic (all but mgmt)."""
+        return tuple(i for i in self.interfaces if i.purpose is not Purpose.MGMT)
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(i.ip for i in self.interfaces)
+
+    def interface_on(self, network: str) -> Interface | None:
+        return next((i for i in self.interfaces if i.network == network), None)
+
+    def source_for(self, destination: str) -> str:
+        """The address this node sends from when it connects to ``destination``."""
+        dst = ipaddress.IPv4Address(destination)
+        for iface in self.interfaces:
+            if dst in ipaddress.IPv4Network(iface.cidr, strict=False):
+                return iface.ip
+        for route in self.routes:
+            if dst in ipaddress.IPv4Network(route.destination):
+                return next(i.ip for i in self.interfaces if i.name == route.dev)
+        return ""  # no route: the node cannot send there at all
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One allowed flow, resolved to nodes and addresses."""
+
+    flow: str
+    proto: str
+    port: int
+    sources: tuple[str, ...]  # node names, OPERATOR, or () for any
+    source_addresses: tuple[str, ...]  # () means any address
+    destination: str  # node name
+    destination_addresses: tuple[str, ...]
+    network: str | None
+
+    @property
+    def any_source(self) -> bool:
+        return not self.source_addresses
+
+
+@dataclass(frozen=True)
+class Reachability:
+    """One cell of the matrix: can ``source`` open ``proto/port`` on ``address``?"""
+
+    source: str  # node name or OPERATOR
+    source_address: str
+    destination: str
+    address: str
+    network: str
+    proto: str
+    port: int
+    allowed: bool
+    flow: str | None
+
+
+@dataclass(frozen=True)
+class Topology:
+    spec: LabSpec
+    nodes: dict[str, LabNode] = field(hash=False)
+    operator_address: str
+    router_uplink_address: str
+
+    # -- rules -------------------------------------------------------------
+    @cached_property
+    def rules(self) -> tuple[Rule, ...]:
+        return tuple(r for flow in self.spec.flows for r in self._resolve(flow))
+
+    def _endpoint_nodes(self, endpoint: str) -> list[str]:
+        if endpoint == ALL:
+            return list(self.nodes)
+        if endpoint in self.nodes:
+            return [endpoint]
+        return [n.name for n in self.nodes.values() if n.role == endpoint]
+
+    def _resolve(self, flow: Flow) -> Iterable[Rule]:
+        if flow.from_ == ANY:
+            sources: tuple[str, ...] = ()
+            source_addresses: tuple[str, ...] = ()
+        elif flow.from_ == OPERATOR:
+            sources, source_addresses = (OPERATOR,), (self.operator_address,)
+        else:
+            sources = tuple(self._endpoint_nodes(flow.from_))
+            source_addresses = tuple(a for s in sources for a in self.nodes[s].addresses)
+        for dst_name in self._endpoint_nodes(flow.to):
+            dst = self.nodes[dst_name]
+            if flow.network is not None:
+                iface = dst.interface_on(flow.network)
+                targets = (iface,) if iface else ()
+            else:
+                targets = dst.service or (dst.mgmt,)
+            if not targets:
+                continue
+            own = set(dst.addresses)
+            yield Rule(
+                flow=flow.label,
+                proto=flow.proto,
+                port=flow.port,
+                sources=tuple(s for s in sources if s != dst_name),
+                source_addresses=tuple(a for a in source_addresses if a not in own),
+                destination=dst_name,
+                destination_addresses=tuple(t.ip for t in targets),
+                network=flow.network,
+            )
+
+    def ingress(self, node: str) -> tuple[Rule, ...]:
+        """Rules whose destination is ``node``: what its firewall lets in."""
+        return tuple(r for r in self.rules if r.destination == node)
+
+    def egress(self, node: str) -> tuple[Rule, ...]:
+        """Rules ``node`` may use as a client: what its firewall lets out."""
+        return tuple(
+            r for r in self.rules
+            if r.destination != node and (r.any_source or node in r.sources)
+        )
+
+    # -- the matrix ----------------------------------------------------------
+    @cached_property
+    def ports(self) -> tuple[tuple[str, int], ...]:
+        """Every (proto, port) the matrix probes: each flow's, and SSH."""
+        found = {(f.proto, f.port) for f in self.spec.flows} | {("tcp", SSH_PORT)}
+        return tuple(sorted(found, key=lambda p: (p[1], p[0])))
+
+    def allowed(self, source: str, source_address: str, address: str,
+                proto: str, port: int) -> Rule | None:
+        for rule in self.rules:
+            if rule.proto != proto or rule.port != port:
+                continue
+            if address not in rule.destination_addresses:
+                continue
+            if rule.any_source or (source in rule.sources
+                                   and source_address in rule.source_addresses):
+                return rule
+        return None
+
+    @cached_property
+    def matrix(self) -> tuple[Reachability, ...]:
+        """Every source (each node and the operator) to every node address and port."""
+        cells: list[Reachability] = []
+        sources = [*self.nodes, OPERATOR]
+        for src in sources:
+            for dst in self.nodes.values():
+                if src == dst.name:
+                    continue
+                for iface in dst.interfaces:
+                    src_addr = (self.operator_address if src == OPERATOR
+                                else self.nodes[src].source_for(iface.ip))
+                    for proto, port in self.ports:
+                        rule = self.allowed(src, src_addr, iface.ip, proto, port) if src_addr else None
+                        cells.append(Reachability(
+                            source=src, source_address=src_addr, destination=dst.name,
+                            address=iface.ip, network=iface.network, proto=proto, port=port,
+                            allowed=rule is not None, flow=rule.flow if rule else None,
+                        ))
+        return tuple(cells)
+
+    # -- inventory -----------------------------------------------------------
+    def groups(self) -> dict[str, list[str]]:
+        """Inventory groups: one per role, one per (spec) kind, and the lab itself."""
+        out: dict[str, list[str]] = {}
+        for node in self.nodes.values():
+            out.setdefault(node.role, []).append(node.name)
+            out.setdefault(f"kind_{node.kind.value}", []).append(node.name)
+        return dict(sorted(out.items()))
+
+
+def _gateway(spec: LabSpec, network: str) -> str:
+    return str(spec.networks[network].gateway_address)
+
+
+def derive(spec: LabSpec) -> Topology:
+    """The topology a valid spec describes."""
+    uplink = ipaddress.IPv4Network(spec.lab.local.uplink_cidr)
+    hosts = list(uplink.hosts())
+    nodes: dict[str, LabNode] = {}
+    for name, node in spec.nodes.items():
+        interfaces = []
+        for i, nic in enumerate(node.nics):
+            seg = spec.networks[nic.network]
+            interfaces.append(Interface(
+                node=name, index=i, name=f"eth{i}", network=nic.network, purpose=seg.purpose,
+                ip=nic.ip, prefixlen=seg.network.prefixlen, gateway=_gateway(spec, nic.network),
+                vlan=seg.vlan,
+            ))
+        mgmt = next(i for i in interfaces if i.purpose is Purpose.MGMT)
+        service = next((i for i in interfaces if i.purpose is not Purpose.MGMT), mgmt)
+        connected = {i.network for i in interfaces}
+        routes = [Route(str(uplink), mgmt.gateway, mgmt.name)]
+        for seg_name, seg in spec.networks.items():
+            if seg_name not in connected:
+                routes.append(Route(seg.cidr, service.gateway, service.name))
+        nodes[name] = LabNode(name=name, role=node.role.value, kind=node.kind,
+                              interfaces=tuple(interfaces), routes=tuple(routes))
+    return Topology(spec=spec, nodes=nodes, operator_address=str(hosts[0]),
+                    router_uplink_address=str(hosts[-1]))
