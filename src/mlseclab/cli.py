@@ -1,0 +1,137 @@
+"""``mlseclab``: the command line. One error boundary for every command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlseclab import __version__, ui
+from mlseclab.errors import ERROR, INTERRUPTED, LabError, SpecError
+
+DEFAULT_SPEC = Path("inventories/reference/lab.yaml")
+
+
+def _spec_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-f", "--spec", type=Path, metavar="FILE",
+                   help="lab spec (default: $MLSECLAB_SPEC or inventories/reference/lab.yaml)")
+    g.add_argument("-l", "--lab", metavar="NAME", help="shorthand for -f inventories/NAME/lab.yaml")
+
+
+def _target_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", choices=("local", "proxmox"),
+                   help="where the lab runs (default: lab.target in the spec)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlseclab",
+        description="Stand up, harden, verify and drift-check a secure ML lab from one spec.",
+        epilog="Exit codes: 0 ok, 1 error, 2 findings (drift or failed checks), 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"mlseclab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("validate", help="check a lab spec; change nothing")
+    p.add_argument("file", nargs="?", type=Path, help="lab spec (default: the reference lab)")
+    p.add_argument("-l", "--lab", metavar="NAME", help="shorthand for inventories/NAME/lab.yaml")
+
+    p = sub.add_parser("plan", help="show what up would create")
+    _spec_options(p)
+    _target_option(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("graph", help="draw the topology (SVG and PNG via graphviz)")
+    _spec_options(p)
+    p.add_argument("-o", "--output", type=Path, metavar="DIR",
+                   help="where to write (default: .mlseclab/<lab>/)")
+    p.add_argument("--format", default="svg,png", help="comma-separated formats (svg,png,pdf)")
+
+    p = sub.add_parser("up", help="provision the lab (idempotent: converges, creates nothing twice)")
+    _spec_options(p)
+    _target_option(p)
+
+    p = sub.add_parser("status", help="nodes, roles, segments, addresses and state")
+    _spec_options(p)
+    _target_option(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("down", help="remove what up made; protected datasets stay")
+    _spec_options(p)
+    _target_option(p)
+    p.add_argument("--purge-data", action="store_true",
+                   help="also delete protected datasets (asks first; --yes to skip)")
+    p.add_argument("--yes", action="store_true", help="answer yes to --purge-data's question")
+    p.add_argument("--force", action="store_true",
+                   help="also clear leftovers of a crashed run that the state does not record")
+
+    p = sub.add_parser("ssh", help="open an SSH session to a node (or run a command on it)")
+    _spec_options(p)
+    p.add_argument("node")
+    p.add_argument("remote", nargs=argparse.REMAINDER, help="command to run instead of a shell")
+    return parser
+
+
+def resolve_spec(args: argparse.Namespace) -> Path:
+    if getattr(args, "spec", None):
+        return Path(args.spec)
+    if getattr(args, "lab", None):
+        return Path("inventories") / args.lab / "lab.yaml"
+    if env := os.environ.get("MLSECLAB_SPEC"):
+        return Path(env)
+    return DEFAULT_SPEC
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    # Imported lazily so that `mlseclab validate` stays fast and needs no target code.
+    from mlseclab import commands
+
+    handler = getattr(commands, f"cmd_{args.command}")
+    result: int = handler(args)
+    return result
+
+
+def _crash_log(exc: BaseException) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for base in (Path(".mlseclab") / "logs", Path("/tmp")):  # noqa: S108 - fallback only
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            path = base / f"crash-{stamp}-{os.getpid()}.log"
+            path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+            path.chmod(0o600)
+            return path
+        except OSError:
+            continue
+    return Path("/dev/null")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        return _dispatch(args)
+    except SpecError as exc:  # compiler-style lines, so editors can jump to them
+        for line in exc.lines:
+            ui.err.print(line, markup=False)
+        return ERROR
+    except LabError as exc:
+        for line in exc.lines:
+            ui.error(line)
+        return ERROR
+    except KeyboardInterrupt:
+        ui.error("interrupted; run the same command again to resume")
+        return INTERRUPTED
+    except Exception as exc:
+        log = _crash_log(exc)
+        ui.error(f"unexpected failure: {exc.__class__.__name__}: {exc}")
+        ui.error(f"this is a bug in mlseclab; the traceback is in {log}")
+        return ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Commands that act on a lab: up, status, down, ssh."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+
+from rich.table import Table
+
+from mlseclab import ui
+from mlseclab.commands.common import load_context
+from mlseclab.errors import OK, LabError
+from mlseclab.targets import open_target
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    ctx = load_context(args)
+    target = open_target(ctx)
+    start = time.monotonic()
+    ui.info(f"up: lab [bold]{ctx.spec.lab.name}[/] on target {ctx.target} from {ctx.spec_path}")
+    target.up()
+    changes = getattr(target, "changes", [])
+    took = time.monotonic() - start
+    if changes:
+        ui.info(f"up: {len(changes)} change(s) in {took:.1f}s; lab {ctx.spec.lab.name} is up")
+    else:
+        ui.info(f"up: nothing to change ({took:.1f}s); lab {ctx.spec.lab.name} is up")
+    ui.info(f"  ssh -F {ctx.home.ssh_config} {next(iter(ctx.spec.nodes))}")
+    ui.info(f"  inventory: {ctx.home.inventory}")
+    return OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    ctx = load_context(args)
+    rows = open_target(ctx).status()
+    if args.json:
+        ui.out.print_json(json.dumps({"lab": ctx.spec.lab.name, "target": ctx.target,
+                                      "nodes": [asdict(r) for r in rows]}))
+        return OK
+    table = Table(title=f"lab {ctx.spec.lab.name} ({ctx.target})", title_justify="left")
+    for col in ("node", "role", "kind", "segments", "mgmt", "state"):
+        table.add_column(col)
+    colour = {"running": "green", "degraded": "yellow", "absent": "dim", "stopped": "red"}
+    for r in rows:
+        table.add_row(r.name, r.role, r.kind, r.segments, r.mgmt_ip,
+                      f"[{colour.get(r.state, 'default')}]{r.state}[/]")
+    ui.out.print(table)
+    return OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    ctx = load_context(args)
+    protected = [n for n, d in ctx.spec.datasets.items() if d.protect]
+    if args.purge_data and protected and not args.yes:
+        question = (f"--purge-data deletes the protected datasets {', '.join(protected)} of lab "
+                    f"{ctx.spec.lab.name}. Continue?")
+        if not ui.confirm(question):
+            raise LabError("--purge-data was not confirmed; nothing was removed "
+                           "(pass --yes to confirm without a question)")
+    target = open_target(ctx)
+    target.down(purge_data=args.purge_data, force=args.force)
+    ui.info(f"down: lab {ctx.spec.lab.name} removed"
+            + ("" if args.purge_data or not protected else
+               f"; protected datasets kept: {', '.join(protected)}"))
+    return OK
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    ctx = load_context(args)
+    if args.node not in ctx.spec.nodes:
+        raise LabError(f"unknown node {args.node!r}; nodes: {', '.join(ctx.spec.nodes)}")
+    if not ctx.home.ssh_config.exists():
+        raise LabError(f"lab {ctx.spec.lab.name} is not up (no {ctx.home.ssh_config}); "
+                       "run `mlseclab up` first")
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        raise LabError("ssh is missing; install it with `apt-get install openssh-client`")
+    os.execv(ssh, [ssh, "-F", str(ctx.home.ssh_config), args.node, *args.remote])  # noqa: S606

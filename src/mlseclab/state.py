@@ -1,0 +1,141 @@
+"""Per-lab state on the operator's machine: ``.mlseclab/<lab>/``.
+
+The directory is 0700; secrets and state files inside are 0600 and are written
+atomically. ``LabHome.lock()`` takes the lab's one lock, so two runs can never
+act on the same lab at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlseclab.errors import LabError, LockedError
+
+STATE_ROOT_ENV = "MLSECLAB_STATE_DIR"
+
+
+def state_root() -> Path:
+    return Path(os.environ.get(STATE_ROOT_ENV, ".mlseclab")).absolute()
+
+
+def write_private(path: Path, content: str | bytes, mode: int = 0o600) -> None:
+    """Write ``content`` to ``path`` atomically with ``mode`` from the first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content.encode() if isinstance(content, str) else content)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class LabHome:
+    """Where one lab's state, keys, inventory and lock live."""
+
+    lab: str
+    root: Path
+
+    @classmethod
+    def for_lab(cls, lab: str) -> LabHome:
+        return cls(lab=lab, root=state_root() / lab)
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.root / "ssh"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.ssh_dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.ssh_dir / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.root / "ssh_config"
+
+    @property
+    def inventory(self) -> Path:
+        return self.root / "inventory.yml"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def ensure(self) -> None:
+        for d in (self.root.parent, self.root, self.ssh_dir, self.logs):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            d.chmod(0o700)
+
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Hold the lab's lock for the duration; fail at once if another run has it."""
+        self.ensure()
+        path = self.root / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = Path(path).read_text(encoding="utf-8").strip() or "another run"
+                raise LockedError(
+                    f"lab {self.lab} is locked by {holder}; wait for it to finish "
+                    f"(the lock is {path} and is released when that process ends)"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"mlseclab {command} (pid {os.getpid()}, since "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
+            yield
+        finally:
+            os.close(fd)
+
+    # -- state ---------------------------------------------------------------
+    def read_state(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError as exc:
+            raise LabError(f"{self.state_file}: state is corrupt ({exc.msg}); "
+                           "run `mlseclab down --force` to clear the lab") from None
+        return data if isinstance(data, dict) else {}
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        write_private(self.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+    # -- secrets -------------------------------------------------------------
+    def ensure_ssh_key(self) -> Path:
+        """The lab's operator key pair (ed25519, 0600), generated on first use."""
+        self.ensure()
+        if not self.ssh_key.exists():
+            tmp = self.ssh_dir / ".id_ed25519.new"
+            for p in (tmp, tmp.with_suffix(".new.pub")):
+                p.unlink(missing_ok=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"mlseclab@{self.lab}",
+                 "-f", str(tmp)], check=True, stdin=subprocess.DEVNULL,
+            )
+            tmp.chmod(0o600)
+            tmp.with_suffix(".new.pub").replace(self.ssh_key.with_suffix(".pub"))
+            tmp.replace(self.ssh_key)
+        self.ssh_key.chmod(0o600)
+        return self.ssh_key

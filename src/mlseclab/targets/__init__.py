@@ -1,0 +1,59 @@
+"""Targets turn a spec into reachable nodes: ``local`` (one Linux host) and ``proxmox``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from mlseclab.commands.common import Context
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    """One thing ``up`` would do, as the plan shows it."""
+
+    action: str  # create | exists | replace | delete
+    kind: str
+    name: str
+    details: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    resources: list[PlannedAction] = field(default_factory=list)
+    offline: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    role: str
+    kind: str
+    segments: str
+    mgmt_ip: str
+    state: str  # running | stopped | absent | unknown
+    detail: str = ""
+
+
+class Target(Protocol):
+    runtime_kind: str
+
+    def plan(self) -> Plan: ...
+
+    def up(self) -> None: ...
+
+    def down(self, *, purge_data: bool, force: bool) -> None: ...
+
+    def status(self) -> list[NodeStatus]: ...
+
+
+def open_target(ctx: Context) -> Target:
+    if ctx.target == "local":
+        from mlseclab.targets.local.target import LocalTarget
+
+        return LocalTarget(ctx.spec, ctx.topology, ctx.home)
+    from mlseclab.targets.proxmox_target import ProxmoxAdapter
+
+    return ProxmoxAdapter(ctx)

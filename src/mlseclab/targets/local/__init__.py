@@ -1,0 +1,1 @@
+"""The local target: the whole lab on one Linux host (namespaces, bridges, nspawn)."""

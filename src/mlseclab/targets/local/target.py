@@ -1,0 +1,294 @@
+"""The local target: plan, up, down and status of a lab on this host.
+
+``up`` converges: each step looks at what is live and does only what is
+missing, so a second run changes nothing and a run killed half-way is finished
+by the next one. ``down`` undoes in reverse and is safe to repeat; with
+``--force`` it also finds what a crashed run left behind by name alone.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from mlseclab import ui
+from mlseclab.errors import LabError, TargetError
+from mlseclab.inventory import write_inventory
+from mlseclab.state import LabHome, write_private
+from mlseclab.targets import NodeStatus, Plan, PlannedAction
+from mlseclab.targets.local import host, network, nodes
+from mlseclab.targets.local.image import ImageCache
+from mlseclab.targets.local.names import LocalNames
+from mlseclab.templating import render
+from mlseclab.topology import Topology
+
+RUNTIME_KIND = "container"
+
+
+class LocalTarget:
+    runtime_kind = RUNTIME_KIND
+
+    def __init__(self, spec: Any, topology: Topology, home: LabHome) -> None:
+        self.spec = spec
+        self.topo = topology
+        self.home = home
+        self.names = LocalNames(spec.lab.name, Path(spec.lab.local.datasets_root))
+        self.images = ImageCache(self.names.image_root)
+        self.changes: list[str] = []
+
+    # -- shared ------------------------------------------------------------------
+    def _lab_cidrs(self) -> list[str]:
+        return [s.cidr for s in self.spec.networks.values()] + [self.spec.lab.local.uplink_cidr]
+
+    def _mounts(self, node: str) -> list[nodes.Mount]:
+        return [nodes.Mount(self.names.dataset_dir(m.dataset), m.path, m.mode == "ro")
+                for m in self.spec.nodes[node].mounts]
+
+    def router_ruleset(self) -> str:
+        return render("router.nft.j2", lab=self.spec.lab.name, table=self.names.nft_table,
+                      rules=self.topo.rules)
+
+    def leftovers(self) -> list[str]:
+        """Live resources named for this lab (what a crashed run may have left)."""
+        found = [f"netns {n}" for n in network.list_netns(self.names.netns_prefix)]
+        found += [f"container {n} (pid {p})" for n, p in nodes.find_nspawn_pids(self.names).items()]
+        if network.link_exists(self.names.host_uplink):
+            found.append(f"link {self.names.host_uplink}")
+        nodes_dir = self.names.lab_dir / "nodes"
+        if nodes_dir.is_dir():
+            found += [f"mount {d / 'root'}" for d in sorted(nodes_dir.iterdir())
+                      if nodes.is_mounted(d / "root")]
+        return found
+
+    # -- plan ----------------------------------------------------------------------
+    def plan(self) -> Plan:
+        out: list[PlannedAction] = []
+
+        def add(exists: bool, kind: str, name: str, details: str = "") -> None:
+            out.append(PlannedAction("exists" if exists else "create", kind, name, details))
+
+        add(self.images.ready, "image", f"debian {self.images.spec.suite}",
+            f"{self.images.rootfs} (cache key {self.images.spec.key()})")
+        for ds_name, ds in self.spec.datasets.items():
+            add(self.names.dataset_dir(ds_name).is_dir(), "dataset", ds_name,
+                f"{self.names.dataset_dir(ds_name)}{' (protected)' if ds.protect else ''}")
+        rns = self.names.router_ns
+        add(network.netns_exists(rns), "netns", rns, "router: gateways and the flow policy")
+        for seg_name, seg in self.spec.networks.items():
+            add(network.link_exists(self.names.bridge(seg_name), rns) if network.netns_exists(rns)
+                else False, "bridge", self.names.bridge(seg_name),
+                f"segment {seg_name}: {seg.cidr}, gateway {seg.gateway_address}, vlan {seg.vlan}")
+        add(network.link_exists(self.names.host_uplink), "veth", self.names.host_uplink,
+            f"operator uplink {self.topo.operator_address} -> {self.topo.router_uplink_address}")
+        add(network.netns_exists(rns), "nftables", f"{rns}/{self.names.nft_table}",
+            f"forward policy drop, {len(self.topo.rules)} allow rules from {len(self.spec.flows)} flows")
+        for node in self.topo.nodes.values():
+            running = nodes.nspawn_pid(node.name, self.names) is not None
+            nics = ", ".join(f"{i.name} {i.network} {i.cidr}" for i in node.interfaces)
+            add(network.netns_exists(self.names.node_ns(node.name)), "netns",
+                self.names.node_ns(node.name), nics)
+            mounts = ", ".join(f"{m.dataset}:{m.path}:{m.mode}"
+                               for m in self.spec.nodes[node.name].mounts)
+            gpu = self.spec.nodes[node.name].gpu
+            detail = f"{node.role}, nspawn, mgmt {node.mgmt.ip}" + (f", mounts {mounts}" if mounts else "")
+            if gpu is not None:
+                detail += f" (gpu mapping {gpu.mapping}: proxmox only, not on local)"
+            add(running, "container", node.name, detail)
+        add(self.home.inventory.exists(), "inventory", str(self.home.inventory),
+            "groups by role, host vars from the spec")
+        return Plan(resources=out)
+
+    # -- up ------------------------------------------------------------------------
+    def _record(self, items: list[str]) -> None:
+        self.changes += items
+        for item in items:
+            ui.info(f"  [green]+[/] {item}")
+
+    def up(self) -> None:
+        host.preflight(self._lab_cidrs(), [self.names.host_uplink])
+        with self.home.lock("up"):
+            state = self.home.read_state()
+            if not state:
+                left = self.leftovers()
+                if left:
+                    raise TargetError(
+                        f"lab {self.spec.lab.name} has leftovers from a crashed run that the "
+                        f"state does not know: {', '.join(left[:6])}"
+                        f"{' ...' if len(left) > 6 else ''}; clear them with "
+                        "`mlseclab down --force`")
+            state.update({"lab": self.spec.lab.name, "target": "local", "phase": "up",
+                          "started": time.time()})
+            self.home.write_state(state)
+            self._up(state)
+            state.update({"phase": "ready", "finished": time.time(),
+                          "image": self.images.spec.key()})
+            self.home.write_state(state)
+
+    def _up(self, state: dict[str, Any]) -> None:
+        key = self.home.ensure_ssh_key()
+        pubkey = key.with_suffix(".pub").read_text(encoding="utf-8")
+        with ui.step("node image (debian trixie)"):
+            image, built = self.images.ensure()
+        if built:
+            self._record([f"image {self.images.spec.key()}"])
+        for ds in self.spec.datasets:
+            d = self.names.dataset_dir(ds)
+            if not d.is_dir():
+                d.mkdir(mode=0o750, parents=True)
+                self._record([f"dataset {ds} ({d})"])
+        with ui.step("network: router, bridges, uplink, flow policy"):
+            self._record(network.ensure_router(self.topo, self.names))
+            self._record(network.ensure_uplink(self.topo, self.names))
+            self._apply_router_policy()
+        booting: list[str] = []
+        host_keys: dict[str, str] = state.setdefault("host_keys", {})
+        with ui.step(f"nodes: {len(self.topo.nodes)} containers"):
+            for node in self.topo.nodes.values():
+                self._record(network.ensure_node_network(node, self.topo, self.names))
+                if nodes.ensure_rootfs(node.name, self.names, image):
+                    self._record([f"rootfs {node.name}"])
+                if nodes.nspawn_pid(node.name, self.names) is None:
+                    host_keys[node.name] = nodes.write_identity(
+                        node, self.names, self.spec.lab.domain, pubkey)
+                    nodes.start(node.name, self.names, self._mounts(node.name))
+                    booting.append(node.name)
+                    self._record([f"container {node.name}"])
+                elif node.name not in host_keys:
+                    host_keys[node.name] = self._read_host_key(node.name)
+                self.home.write_state(state)
+        with ui.step("waiting for systemd and sshd on every node"):
+            with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+                futures = {n: pool.submit(nodes.wait_ready, self.topo.nodes[n], self.names)
+                           for n in self.topo.nodes}
+                states = {n: f.result() for n, f in futures.items()}
+        degraded = [n for n, s in states.items() if s != "running"]
+        if degraded:
+            ui.warn(f"systemd reports degraded on {', '.join(degraded)} "
+                    "(`mlseclab ssh NODE systemctl --failed` shows why)")
+        self._write_access(host_keys)
+
+    def _read_host_key(self, node: str) -> str:
+        pub = self.names.node_dir(node) / "root" / "etc" / "ssh" / "ssh_host_ed25519_key.pub"
+        return pub.read_text(encoding="utf-8").split(" ", 2)[1]
+
+    def _apply_router_policy(self) -> None:
+        ruleset = self.router_ruleset()
+        run_dir = self.names.lab_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / "router.nft"
+        host.run(["ip", "netns", "exec", self.names.router_ns, "nft", "-c", "-f", "-"],
+                 input_text=ruleset)
+        previous = path.read_text(encoding="utf-8") if path.exists() else None
+        live = host.run(["ip", "netns", "exec", self.names.router_ns, "nft", "list", "table",
+                         "inet", self.names.nft_table], check=False)
+        if previous != ruleset or live.returncode != 0:
+            host.run(["ip", "netns", "exec", self.names.router_ns, "nft", "-f", "-"],
+                     input_text=ruleset)
+            write_private(path, ruleset, 0o644)
+            self._record([f"nftables {self.names.nft_table} ({len(self.topo.rules)} rules)"])
+
+    def _write_access(self, host_keys: dict[str, str]) -> None:
+        lines = [f"{name} ssh-ed25519 {key}" for name, key in sorted(host_keys.items())
+                 if name in self.topo.nodes]
+        known = "\n".join(lines) + "\n"
+        current = self.home.known_hosts.read_text(encoding="utf-8") if self.home.known_hosts.exists() else ""
+        if current != known:
+            write_private(self.home.known_hosts, known, 0o644)
+        before = self.home.inventory.read_text(encoding="utf-8") if self.home.inventory.exists() else ""
+        write_inventory(self.topo, self.home, RUNTIME_KIND)
+        if self.home.inventory.read_text(encoding="utf-8") != before:
+            self._record([f"inventory {self.home.inventory}"])
+
+    # -- down ------------------------------------------------------------------------
+    def down(self, *, purge_data: bool, force: bool) -> None:
+        _require_root()
+        with self.home.lock("down"):
+            state = self.home.read_state()
+            if not state and not force:
+                left = self.leftovers()
+                if left:
+                    raise TargetError(
+                        f"no state for lab {self.spec.lab.name}, but live resources carry its "
+                        f"name: {', '.join(left[:6])}; run `mlseclab down --force` to remove them")
+                ui.info(f"lab {self.spec.lab.name} is not up; nothing to remove")
+            self._down(purge_data=purge_data)
+            for f in (self.home.state_file, self.home.inventory, self.home.ssh_config,
+                      self.home.known_hosts):
+                f.unlink(missing_ok=True)
+
+    def _down(self, *, purge_data: bool) -> None:
+        names = self.names
+        targets = sorted(set(self.topo.nodes) | set(nodes.find_nspawn_pids(names))
+                         | {p.name for p in (names.lab_dir / "nodes").glob("*")
+                            if (names.lab_dir / "nodes").is_dir()})
+        with ui.step(f"stopping {len(targets)} containers"):
+            with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+                stopped = dict(zip(targets, pool.map(lambda n: nodes.stop(n, names), targets),
+                                   strict=True))
+        self._record_removed([f"container {n}" for n, was in stopped.items() if was])
+        removed: list[str] = []
+        for node in targets:
+            d = names.node_dir(node)
+            if nodes.unmount(d / "root"):
+                removed.append(f"rootfs {node}")
+            if d.exists():
+                shutil.rmtree(d)
+        for ns in network.list_netns(names.netns_prefix):
+            if ns != names.router_ns and network.delete_netns(ns):
+                removed.append(f"netns {ns}")
+        network.remove_host_routes(self.topo, names)
+        if network.delete_link(names.host_uplink):
+            removed.append(f"veth {names.host_uplink}")
+        if network.delete_netns(names.router_ns):
+            removed.append(f"netns {names.router_ns} (bridges, nftables)")
+        (names.lab_dir / "router.nft").unlink(missing_ok=True)
+        for ds_name, ds in self.spec.datasets.items():
+            d = names.dataset_dir(ds_name)
+            if not d.exists():
+                continue
+            if ds.protect and not purge_data:
+                ui.info(f"  [cyan]=[/] dataset {ds_name} kept (protected): {d}")
+                continue
+            shutil.rmtree(d)
+            removed.append(f"dataset {ds_name}{' (protected, purged)' if ds.protect else ''}")
+        self._record_removed(removed)
+        for d in (names.lab_dir / "nodes", names.lab_dir / "datasets", names.lab_dir):
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+
+    def _record_removed(self, items: list[str]) -> None:
+        self.changes += items
+        for item in items:
+            ui.info(f"  [red]-[/] {item}")
+
+    # -- status ----------------------------------------------------------------------
+    def status(self) -> list[NodeStatus]:
+        out = []
+        for node in self.topo.nodes.values():
+            pid = nodes.nspawn_pid(node.name, self.names)
+            if pid is not None:
+                state = nodes.system_state(pid) if _is_root() else "running"
+            elif network.netns_exists(self.names.node_ns(node.name)):
+                state = "stopped"
+            else:
+                state = "absent"
+            out.append(NodeStatus(
+                name=node.name, role=node.role, kind=RUNTIME_KIND,
+                segments=", ".join(f"{i.network} {i.ip}" for i in node.interfaces),
+                mgmt_ip=node.mgmt.ip, state=state,
+                detail=f"pid {pid}" if pid else "",
+            ))
+        return out
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _require_root() -> None:
+    if not _is_root():
+        raise LabError("the local target needs root; run it as root, e.g. `sudo mlseclab down`")
