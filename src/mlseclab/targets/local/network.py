@@ -5,18 +5,76 @@ Every node port on a bridge is isolated (no port reaches another port at layer
 style), so even two nodes on the same segment talk only through the router's
 nftables forward chain. The host reaches the lab through one veth uplink; no
 segment has a route off the host.
+
+Each ``ensure_*`` reads the live state of a namespace once (:class:`Snapshot`)
+and changes only what differs from the spec, so converging a lab that is
+already up costs a handful of reads.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from mlseclab.targets.local.host import ok, run
+from mlseclab.targets.local.host import run
 from mlseclab.targets.local.names import LocalNames
 from mlseclab.topology import LabNode, Topology
 
 NETNS_DIR = Path("/run/netns")
+
+
+@dataclass
+class Link:
+    name: str
+    kind: str  # bridge | veth | ...
+    up: bool
+    master: str | None
+    isolated: bool
+
+
+@dataclass
+class Snapshot:
+    """What is live in one network namespace (None: the host's own)."""
+
+    netns: str | None
+    exists: bool = True
+    links: dict[str, Link] = field(default_factory=dict)
+    addresses: dict[str, set[str]] = field(default_factory=dict)
+    routes: set[tuple[str, str, str]] = field(default_factory=set)  # (dst, via, dev)
+    sysctls: dict[str, str] = field(default_factory=dict)
+
+
+def _ip_json(netns: str | None, *args: str) -> list[dict[str, Any]]:
+    cmd = ["ip"] + (["-n", netns] if netns else []) + ["-j", *args]
+    out = run(cmd, check=False).stdout.strip()
+    data = json.loads(out) if out else []
+    return data if isinstance(data, list) else []
+
+
+def snapshot(netns: str | None, sysctl_keys: list[str] | None = None) -> Snapshot:
+    if netns is not None and not netns_exists(netns):
+        return Snapshot(netns, exists=False)
+    snap = Snapshot(netns)
+    for link in _ip_json(netns, "-d", "addr", "show"):  # links, their flags and addresses
+        info = link.get("linkinfo", {})
+        snap.links[link["ifname"]] = Link(
+            name=link["ifname"], kind=info.get("info_kind", ""),
+            up="UP" in link.get("flags", []), master=link.get("master"),
+            isolated=bool(info.get("info_slave_data", {}).get("isolated", False)),
+        )
+        snap.addresses[link["ifname"]] = {f"{a['local']}/{a['prefixlen']}"
+                                          for a in link.get("addr_info", [])
+                                          if a.get("family") == "inet"}
+    for route in _ip_json(netns, "-4", "route", "show"):
+        snap.routes.add((route.get("dst", ""), route.get("gateway", ""), route.get("dev", "")))
+    if sysctl_keys and netns is not None:
+        proc = run(["ip", "netns", "exec", netns, "sysctl", "-e", *sysctl_keys], check=False)
+        for line in proc.stdout.splitlines():
+            key, _, value = line.partition(" = ")
+            snap.sysctls[key.strip()] = value.strip()
+    return snap
 
 
 def netns_exists(name: str) -> bool:
@@ -30,116 +88,138 @@ def list_netns(prefix: str) -> list[str]:
 
 
 def link_exists(name: str, netns: str | None = None) -> bool:
-    cmd = ["ip"] + (["-n", netns] if netns else []) + ["link", "show", "dev", name]
-    return ok(cmd)
+    return name in snapshot(netns).links
 
 
 def _ip(netns: str | None, *args: str) -> None:
     run(["ip"] + (["-n", netns] if netns else []) + list(args))
 
 
-def _sysctl(netns: str, key: str, value: str) -> None:
-    run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", f"{key}={value}"])
+class Converger:
+    """Applies the difference between a namespace's snapshot and what the lab wants."""
+
+    def __init__(self, netns: str | None, sysctls: dict[str, str] | None = None) -> None:
+        self.netns = netns
+        self.created: list[str] = []
+        self.wanted_sysctls = sysctls or {}
+        if netns is not None and not netns_exists(netns):
+            run(["ip", "netns", "add", netns])
+            self.created.append(f"netns {netns}")
+        self.snap = snapshot(netns, list(self.wanted_sysctls))
+        if netns is not None and not self.snap.links.get("lo", Link("lo", "", False, None, False)).up:
+            _ip(netns, "link", "set", "lo", "up")
+
+    def sysctls(self) -> None:
+        changes = [f"{k}={v}" for k, v in self.wanted_sysctls.items()
+                   if self.snap.sysctls.get(k) != v]
+        if changes and self.netns is not None:
+            run(["ip", "netns", "exec", self.netns, "sysctl", "-q", "-w", *changes])
+
+    def address(self, dev: str, cidr: str) -> None:
+        if cidr not in self.snap.addresses.get(dev, set()):
+            _ip(self.netns, "addr", "add", cidr, "dev", dev)
+
+    def up(self, dev: str) -> None:
+        link = self.snap.links.get(dev)
+        if link is None or not link.up:
+            _ip(self.netns, "link", "set", dev, "up")
+
+    def route(self, destination: str, via: str, dev: str) -> None:
+        if (destination, via, dev) not in self.snap.routes:
+            _ip(self.netns, "route", "replace", destination, "via", via, "dev", dev)
 
 
-def _addresses(netns: str | None, dev: str) -> set[str]:
-    cmd = ["ip"] + (["-n", netns] if netns else []) + ["-j", "-4", "addr", "show", "dev", dev]
-    proc = run(cmd, check=False)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        return set()
-    data = json.loads(proc.stdout)
-    return {f"{a['local']}/{a['prefixlen']}" for link in data for a in link.get("addr_info", [])}
-
-
-def ensure_netns(name: str) -> bool:
-    """Create the namespace with loopback up; True when it was created."""
-    if netns_exists(name):
-        return False
-    run(["ip", "netns", "add", name])
-    _ip(name, "link", "set", "lo", "up")
-    return True
-
-
-def ensure_address(netns: str | None, dev: str, cidr: str) -> None:
-    if cidr not in _addresses(netns, dev):
-        _ip(netns, "addr", "add", cidr, "dev", dev)
+def router_sysctls(topo: Topology, names: LocalNames) -> dict[str, str]:
+    """The router forwards between segments and nowhere else; no redirects (it hairpins
+    same-segment traffic on purpose), strict reverse-path filtering, no IPv6."""
+    wanted = {
+        "net.ipv4.ip_forward": "1",
+        "net.ipv4.conf.all.send_redirects": "0",
+        "net.ipv4.conf.default.send_redirects": "0",
+        "net.ipv4.conf.all.rp_filter": "1",
+        "net.ipv4.conf.default.rp_filter": "1",
+        "net.ipv4.conf.all.log_martians": "1",
+        "net.ipv6.conf.all.disable_ipv6": "1",
+        "net.ipv6.conf.default.disable_ipv6": "1",
+    }
+    for seg_name in topo.spec.networks:
+        br = names.bridge(seg_name)
+        wanted[f"net.ipv4.conf.{br}.send_redirects"] = "0"
+        wanted[f"net.ipv4.conf.{br}.proxy_arp"] = "1"
+        wanted[f"net.ipv4.conf.{br}.proxy_arp_pvlan"] = "1"
+    return wanted
 
 
 def ensure_router(topo: Topology, names: LocalNames) -> list[str]:
     """Router namespace, bridges with the gateways, forwarding; returns what was created."""
-    created = []
-    ns = names.router_ns
-    if ensure_netns(ns):
-        created.append(f"netns {ns}")
-    # The router forwards between segments and nowhere else; it sends no redirects
-    # (it hairpins same-segment traffic on purpose) and logs martians.
-    for key, value in (("net.ipv4.ip_forward", "1"),
-                       ("net.ipv4.conf.all.send_redirects", "0"),
-                       ("net.ipv4.conf.default.send_redirects", "0"),
-                       ("net.ipv4.conf.all.rp_filter", "1"),
-                       ("net.ipv4.conf.default.rp_filter", "1"),
-                       ("net.ipv4.conf.all.log_martians", "1"),
-                       ("net.ipv6.conf.all.disable_ipv6", "1"),
-                       ("net.ipv6.conf.default.disable_ipv6", "1")):
-        _sysctl(ns, key, value)
+    c = Converger(names.router_ns, router_sysctls(topo, names))
     for seg_name, seg in topo.spec.networks.items():
         br = names.bridge(seg_name)
-        if not link_exists(br, ns):
-            _ip(ns, "link", "add", "name", br, "type", "bridge", "stp_state", "0")
-            created.append(f"bridge {br}")
-        _sysctl(ns, f"net.ipv4.conf.{br}.send_redirects", "0")
-        _sysctl(ns, f"net.ipv4.conf.{br}.proxy_arp", "1")
-        _sysctl(ns, f"net.ipv4.conf.{br}.proxy_arp_pvlan", "1")
-        ensure_address(ns, br, f"{seg.gateway_address}/{seg.network.prefixlen}")
-        _ip(ns, "link", "set", br, "up")
-    return created
+        if br not in c.snap.links:
+            _ip(c.netns, "link", "add", "name", br, "type", "bridge", "stp_state", "0")
+            c.created.append(f"bridge {br}")
+        c.address(br, f"{seg.gateway_address}/{seg.network.prefixlen}")
+        c.up(br)
+    c.sysctls()  # after the bridges exist: some keys are per bridge
+    return c.created
 
 
 def ensure_uplink(topo: Topology, names: LocalNames) -> list[str]:
     """The operator's veth from the host into the router, and host routes to each segment."""
-    created = []
-    ns, host_if = names.router_ns, names.host_uplink
-    if not link_exists(host_if):
-        if link_exists(names.router_uplink, ns):  # half-made by an interrupted run
-            _ip(ns, "link", "del", names.router_uplink)
-        _ip(None, "link", "add", "name", host_if, "type", "veth",
-            "peer", "name", names.router_uplink, "netns", ns)
-        created.append(f"veth {host_if}")
+    host = Converger(None)
+    router = snapshot(names.router_ns)
+    if names.host_uplink not in host.snap.links:
+        if names.router_uplink in router.links:  # half-made by an interrupted run
+            _ip(names.router_ns, "link", "del", names.router_uplink)
+        _ip(None, "link", "add", "name", names.host_uplink, "type", "veth",
+            "peer", "name", names.router_uplink, "netns", names.router_ns)
+        host.created.append(f"veth {names.host_uplink}")
+        router = snapshot(names.router_ns)
+    rc = Converger(names.router_ns)
+    rc.snap = router
     prefix = topo.spec.lab.local.uplink_cidr.split("/")[1]
-    ensure_address(None, host_if, f"{topo.operator_address}/{prefix}")
-    ensure_address(ns, names.router_uplink, f"{topo.router_uplink_address}/{prefix}")
-    _ip(None, "link", "set", host_if, "up")
-    _ip(ns, "link", "set", names.router_uplink, "up")
+    host.address(names.host_uplink, f"{topo.operator_address}/{prefix}")
+    rc.address(names.router_uplink, f"{topo.router_uplink_address}/{prefix}")
+    host.up(names.host_uplink)
+    rc.up(names.router_uplink)
     for seg in topo.spec.networks.values():
-        run(["ip", "route", "replace", seg.cidr, "via", topo.router_uplink_address,
-             "dev", host_if])
-    return created
+        host.route(seg.cidr, topo.router_uplink_address, names.host_uplink)
+    return host.created
 
 
-def ensure_node_network(node: LabNode, topo: Topology, names: LocalNames) -> list[str]:
-    """The node's namespace, one veth per NIC into its segment's bridge, addresses, routes."""
-    created = []
+def ensure_node_network(node: LabNode, names: LocalNames, router: Snapshot) -> list[str]:
+    """The node's namespace, one veth per NIC into its segment's bridge, addresses, routes.
+
+    ``router`` is a snapshot of the router namespace; it is kept up to date here,
+    so one snapshot serves every node of the lab.
+    """
     ns, rns = names.node_ns(node.name), names.router_ns
-    if ensure_netns(ns):
-        created.append(f"netns {ns}")
-    _sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
-    _sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
+    c = Converger(ns, {"net.ipv6.conf.all.disable_ipv6": "1",
+                       "net.ipv6.conf.default.disable_ipv6": "1"})
     for iface in node.interfaces:
         port = names.node_port(node.name, iface.index)
-        if not link_exists(iface.name, ns):
-            if link_exists(port, rns):
+        if iface.name not in c.snap.links:
+            if port in router.links:
                 _ip(rns, "link", "del", port)
             _ip(rns, "link", "add", "name", port, "type", "veth",
                 "peer", "name", iface.name, "netns", ns)
-            created.append(f"veth {port}")
-        _ip(rns, "link", "set", port, "master", names.bridge(iface.network))
-        run(["bridge", "-n", rns, "link", "set", "dev", port, "isolated", "on"])
-        _ip(rns, "link", "set", port, "up")
-        ensure_address(ns, iface.name, iface.cidr)
-        _ip(ns, "link", "set", iface.name, "up")
+            c.created.append(f"veth {port}")
+            router.links.pop(port, None)
+        live = router.links.get(port)
+        bridge = names.bridge(iface.network)
+        if live is None or live.master != bridge:
+            _ip(rns, "link", "set", port, "master", bridge)
+        if live is None or not live.isolated:
+            run(["bridge", "-n", rns, "link", "set", "dev", port, "isolated", "on"])
+        if live is None or not live.up:
+            _ip(rns, "link", "set", port, "up")
+        router.links[port] = Link(port, "veth", True, bridge, True)
+        c.address(iface.name, iface.cidr)
+        c.up(iface.name)
+    c.sysctls()
     for route in node.routes:
-        _ip(ns, "route", "replace", route.destination, "via", route.via, "dev", route.dev)
-    return created
+        c.route(route.destination, route.via, route.dev)
+    return c.created
 
 
 def delete_link(name: str, netns: str | None = None) -> bool:

@@ -147,8 +147,9 @@ class LocalTarget:
         booting: list[str] = []
         host_keys: dict[str, str] = state.setdefault("host_keys", {})
         with ui.step(f"nodes: {len(self.topo.nodes)} containers"):
+            router = network.snapshot(self.names.router_ns)
             for node in self.topo.nodes.values():
-                self._record(network.ensure_node_network(node, self.topo, self.names))
+                self._record(network.ensure_node_network(node, self.names, router))
                 if nodes.ensure_rootfs(node.name, self.names, image):
                     self._record([f"rootfs {node.name}"])
                 if nodes.nspawn_pid(node.name, self.names) is None:
@@ -175,21 +176,26 @@ class LocalTarget:
         pub = self.names.node_dir(node) / "root" / "etc" / "ssh" / "ssh_host_ed25519_key.pub"
         return pub.read_text(encoding="utf-8").split(" ", 2)[1]
 
+    def live_router_table(self) -> str | None:
+        """The router's table as nftables lists it, without counter values (None: absent)."""
+        live = host.run(["ip", "netns", "exec", self.names.router_ns, "nft", "--stateless",
+                         "list", "table", "inet", self.names.nft_table], check=False)
+        return live.stdout if live.returncode == 0 else None
+
     def _apply_router_policy(self) -> None:
         ruleset = self.router_ruleset()
-        run_dir = self.names.lab_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path = run_dir / "router.nft"
-        host.run(["ip", "netns", "exec", self.names.router_ns, "nft", "-c", "-f", "-"],
-                 input_text=ruleset)
-        previous = path.read_text(encoding="utf-8") if path.exists() else None
-        live = host.run(["ip", "netns", "exec", self.names.router_ns, "nft", "list", "table",
-                         "inet", self.names.nft_table], check=False)
-        if previous != ruleset or live.returncode != 0:
-            host.run(["ip", "netns", "exec", self.names.router_ns, "nft", "-f", "-"],
-                     input_text=ruleset)
-            write_private(path, ruleset, 0o644)
-            self._record([f"nftables {self.names.nft_table} ({len(self.topo.rules)} rules)"])
+        self.names.lab_dir.mkdir(parents=True, exist_ok=True)
+        rendered, applied = self.names.lab_dir / "router.nft", self.names.lab_dir / "router.live"
+        if (rendered.exists() and rendered.read_text(encoding="utf-8") == ruleset
+                and applied.exists()
+                and applied.read_text(encoding="utf-8") == self.live_router_table()):
+            return
+        nft = ["ip", "netns", "exec", self.names.router_ns, "nft"]
+        host.run([*nft, "--check", "-f", "-"], input_text=ruleset)
+        host.run([*nft, "-f", "-"], input_text=ruleset)
+        write_private(rendered, ruleset, 0o644)
+        write_private(applied, self.live_router_table() or "", 0o644)
+        self._record([f"nftables {self.names.nft_table} ({len(self.topo.rules)} rules)"])
 
     def _write_access(self, host_keys: dict[str, str]) -> None:
         lines = [f"{name} ssh-ed25519 {key}" for name, key in sorted(host_keys.items())
@@ -245,7 +251,8 @@ class LocalTarget:
             removed.append(f"veth {names.host_uplink}")
         if network.delete_netns(names.router_ns):
             removed.append(f"netns {names.router_ns} (bridges, nftables)")
-        (names.lab_dir / "router.nft").unlink(missing_ok=True)
+        for f in ("router.nft", "router.live"):
+            (names.lab_dir / f).unlink(missing_ok=True)
         for ds_name, ds in self.spec.datasets.items():
             d = names.dataset_dir(ds_name)
             if not d.exists():
