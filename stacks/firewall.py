@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from mlseclab.spec import OPERATOR, LabSpec
+from mlseclab.spec import ANY, OPERATOR, LabSpec
 from mlseclab.topology import Rule, Topology
 
 from stacks import provider
@@ -69,9 +69,27 @@ def egress_rule(rule: Rule) -> dict[str, Any]:
     }
 
 
+def effective_rules(topology: Topology) -> tuple[Rule, ...]:
+    """``topology.rules`` minus rules left with no source.
+
+    A flow from a role or node to a set that includes its own source (``from:
+    observability, to: all``) resolves, for that node, to a rule with no source
+    addresses, which ``Rule.any_source`` reads as "from anywhere". Only ``from: any``
+    means anywhere: those rules have nobody to allow and are dropped here.
+    """
+    labels_from_any = {f.label for f in topology.spec.flows if f.from_ == ANY}
+    return tuple(r for r in topology.rules
+                 if r.source_addresses or r.flow in labels_from_any)
+
+
+def egress_of(topology: Topology, node: str) -> tuple[Rule, ...]:
+    return tuple(r for r in effective_rules(topology)
+                 if r.destination != node and (not r.source_addresses or node in r.sources))
+
+
 def role_group_rules(topology: Topology, role: str, settings: StackSettings) -> list[dict[str, Any]]:
     """The ingress of every node of ``role``, one rule per resolved flow."""
-    return [ingress_rule(r, topology.spec, settings) for r in topology.rules
+    return [ingress_rule(r, topology.spec, settings) for r in effective_rules(topology)
             if topology.nodes[r.destination].role == role]
 
 
@@ -81,7 +99,7 @@ def vm_rules(topology: Topology, node: str) -> list[dict[str, Any]]:
     role = topology.nodes[node].role
     group = {"security_group": group_name(lab, role), "enabled": True,
              "comment": f"ingress of role {role}"}
-    return [group, *(egress_rule(r) for r in topology.egress(node))]
+    return [group, *(egress_rule(r) for r in egress_of(topology, node))]
 
 
 VM_FIREWALL_OPTIONS: dict[str, Any] = {

@@ -212,8 +212,8 @@ def capture(spec: LabSpec, settings: Any | None = None, *,
                 tags = list(args.args.get("tags") or [])
                 return {"id": "vms", "tags": tags, "vms": [{
                     "name": "template", "nodeName": template_node,
-                    "vmId": MOCK_TEMPLATE_VM_ID, "tags": tags, "template": True}]}, None
-            return {}, None
+                    "vmId": MOCK_TEMPLATE_VM_ID, "tags": tags, "template": True}]}, []
+            return {}, []
 
     class Monitor(pmocks.MockMonitor):  # type: ignore[misc]
         def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
