@@ -18,7 +18,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mlseclab.spec import load_spec  # noqa: E402
-
 from stacks.lab import build  # noqa: E402
 from stacks.settings import settings_from_config  # noqa: E402
 

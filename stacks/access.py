@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
-from mlseclab.spec import LabSpec, Role
 
+from mlseclab.spec import LabSpec, Role
 from stacks import provider
 from stacks.network import proxmox_settings
 from stacks.settings import StackSettings
@@ -100,7 +100,8 @@ class LabAccess(pulumi.ComponentResource):
         user = provider.user(f"{name}-user", user_id=user_id,
                              comment=f"mlseclab {lab}: automation (token only, no password)",
                              opts=child)
-        token = provider.token(f"{name}-token", user_id=user_id, token_name="automation",
+        token = provider.token(f"{name}-token", user_id=user_id,
+                               token_name="automation",  # noqa: S106 - a name
                                comment=f"mlseclab {lab}: least-privilege automation token",
                                opts=pulumi.ResourceOptions(parent=self, depends_on=[user]))
         self.token_id = pulumi.Output.from_input(f"{user_id}!automation")

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
+
 from mlseclab.spec import ANY, OPERATOR, LabSpec
 from mlseclab.topology import Rule, Topology
-
 from stacks import provider
 from stacks.settings import StackSettings, short_name
 
@@ -87,7 +87,8 @@ def egress_of(topology: Topology, node: str) -> tuple[Rule, ...]:
                  if r.destination != node and (not r.source_addresses or node in r.sources))
 
 
-def role_group_rules(topology: Topology, role: str, settings: StackSettings) -> list[dict[str, Any]]:
+def role_group_rules(topology: Topology, role: str,
+                     settings: StackSettings) -> list[dict[str, Any]]:
     """The ingress of every node of ``role``, one rule per resolved flow."""
     return [ingress_rule(r, topology.spec, settings) for r in effective_rules(topology)
             if topology.nodes[r.destination].role == role]

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
+
 from mlseclab.spec import LabSpec
 from mlseclab.topology import derive
-
 from stacks import provider
 from stacks.access import LabAccess, LabAccessArgs
 from stacks.compute import (
@@ -54,7 +54,8 @@ class Lab(pulumi.ComponentResource):
         px = proxmox_settings(spec)
         topo = derive(spec)
         lab = spec.lab.name
-        prov = provider.provider(f"{name}-proxmox", endpoint=settings.endpoint or px.endpoint, insecure=px.insecure,
+        prov = provider.provider(f"{name}-proxmox", endpoint=settings.endpoint or px.endpoint,
+                                 insecure=px.insecure,
                                  api_token=settings.api_token,
                                  opts=pulumi.ResourceOptions(parent=self))
         child = pulumi.ResourceOptions(parent=self, provider=prov)

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
-from mlseclab.spec import LabSpec, ProxmoxSettings
 
+from mlseclab.spec import LabSpec, ProxmoxSettings
 from stacks import provider
 from stacks.settings import StackSettings, short_name
 

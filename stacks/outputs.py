@@ -27,8 +27,8 @@ DATA_DISKS = "dataDisks"
 ADMIN_USER = "adminUser"
 POOL = "pool"
 NETWORK_MODE = "networkMode"
-AUTOMATION_TOKEN_ID = "automationTokenId"
-AUTOMATION_TOKEN = "automationToken"  # secret
+AUTOMATION_TOKEN_ID = "automationTokenId"  # noqa: S105 - an output key
+AUTOMATION_TOKEN = "automationToken"  # noqa: S105 - an output key (its value is secret)
 
 #: The cloud-init user that carries the lab's SSH key (Ansible connects as it).
 CLOUD_INIT_USER = "mlseclab"

@@ -36,11 +36,16 @@ USER = "proxmoxve:index/userLegacy:UserLegacy"
 GROUP = "proxmoxve:index/groupLegacy:GroupLegacy"
 ROLE = "proxmoxve:index/roleLegacy:RoleLegacy"
 ACL = "proxmoxve:index/aclLegacy:AclLegacy"
-TOKEN = "proxmoxve:user/token:Token"
+TOKEN = "proxmoxve:user/token:Token"  # noqa: S105 - a type token
 POOL = "proxmoxve:index/poolLegacy:PoolLegacy"
 GET_VMS = "proxmoxve:index/getVmsLegacy:getVmsLegacy"
 
 Props = Mapping[str, Any]
+
+
+def _dicts(items: Sequence[Props]) -> list[Any]:
+    """Plain dicts for the provider's nested ``*ArgsDict`` inputs."""
+    return [dict(i) for i in items]
 
 
 def _opts(opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
@@ -57,7 +62,8 @@ def provider(name: str, *, endpoint: str, insecure: bool,
 
 
 # -- compute ---------------------------------------------------------------------------
-def vm(name: str, props: Props, opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
+def vm(name: str, props: Props,
+       opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
     """A full-featured VM (clone, cloud-init, hostpci by mapping, virtiofs)."""
     return pve.VmLegacy(name, opts=_opts(opts), **props)
 
@@ -80,7 +86,7 @@ def template_by_tag(tag: str, opts: pulumi.InvokeOptions | None = None) -> pulum
 def dir_mapping(name: str, *, mapping_name: str, comment: str, maps: Sequence[Props],
                 opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
     """A cluster directory mapping (virtiofs source) for a host path on each node."""
-    return pve.hardware.mapping.Dir(name, name=mapping_name, comment=comment, maps=list(maps),
+    return pve.hardware.mapping.Dir(name, name=mapping_name, comment=comment, maps=_dicts(maps),
                                     opts=_opts(opts))
 
 
@@ -132,7 +138,7 @@ def cluster_firewall(name: str, *, input_policy: str, output_policy: str,
 def security_group(name: str, *, group_name: str, comment: str, rules: Sequence[Props],
                    opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
     return pve.cluster.firewall.security.GroupLegacy(name, name=group_name, comment=comment,
-                                                     rules=list(rules), opts=_opts(opts))
+                                                     rules=_dicts(rules), opts=_opts(opts))
 
 
 def vm_firewall_options(name: str, props: Props,
@@ -143,7 +149,7 @@ def vm_firewall_options(name: str, props: Props,
 def vm_firewall_rules(name: str, *, node_name: pulumi.Input[str], vm_id: pulumi.Input[int],
                       rules: Sequence[Props],
                       opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
-    return pve.firewall.RulesLegacy(name, node_name=node_name, vm_id=vm_id, rules=list(rules),
+    return pve.firewall.RulesLegacy(name, node_name=node_name, vm_id=vm_id, rules=_dicts(rules),
                                     opts=_opts(opts))
 
 
@@ -180,7 +186,8 @@ def token(name: str, *, user_id: pulumi.Input[str], token_name: str, comment: st
                           privileges_separation=True, opts=_opts(opts))
 
 
-def acl(name: str, *, path: str, role_id: pulumi.Input[str], token_id: pulumi.Input[str] | None = None,
+def acl(name: str, *, path: pulumi.Input[str], role_id: pulumi.Input[str],
+        token_id: pulumi.Input[str] | None = None,
         group_id: pulumi.Input[str] | None = None, propagate: bool = True,
         opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
     return pve.AclLegacy(name, path=path, role_id=role_id, token_id=token_id, group_id=group_id,

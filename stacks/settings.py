@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
+
 from mlseclab.spec import LabSpec
 
 #: The key mocks and the offline plan use: never a real key.
-TEST_SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMlsEcLabTestKeyNotForUse000000000000000 mlseclab-test"
+TEST_SSH_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMlsEcLabTestKeyNotForUse000000000000000 "
+                "mlseclab-test")
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from stack_variants import REFERENCE  # noqa: E402
+
 from mlseclab.spec import LabSpec, load_spec  # noqa: E402
 from mlseclab.targets.proxmox import CapturedResource, capture  # noqa: E402
-
-REFERENCE = ROOT / "inventories" / "reference" / "lab.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ from typing import Any
 from mlseclab.spec import ANY, OPERATOR, LabSpec, Purpose
 from mlseclab.targets.proxmox import CapturedResource
 from mlseclab.topology import derive
-
 from stacks import provider
 
 Resources = list[CapturedResource]
@@ -78,8 +77,10 @@ def check_no_mgmt_bridge(spec: LabSpec, resources: Resources) -> list[str]:
     px = spec.lab.proxmox
     assert px is not None
     problems = [f"{name}: a NIC on {px.mgmt_bridge}" for name, vm in vms(resources).items()
-                for nic in vm.inputs.get("networkDevices") or [] if nic.get("bridge") == px.mgmt_bridge]
-    problems += [f"bridge resource for {px.mgmt_bridge}" for r in of_type(resources, provider.BRIDGE)
+                for nic in vm.inputs.get("networkDevices") or []
+                if nic.get("bridge") == px.mgmt_bridge]
+    problems += [f"bridge resource for {px.mgmt_bridge}"
+                 for r in of_type(resources, provider.BRIDGE)
                  if r.inputs.get("name") == px.mgmt_bridge]
     problems += [f"SDN zone on {px.mgmt_bridge}" for r in of_type(resources, provider.SDN_VLAN_ZONE)
                  if r.inputs.get("bridge") == px.mgmt_bridge]
@@ -194,7 +195,8 @@ def check_flows(spec: LabSpec, resources: Resources) -> list[str]:
 
 def check_default_drop(resources: Resources) -> list[str]:
     """Every VM's firewall options: enabled, DROP in and out, IP and MAC filters on."""
-    options = {int(r.inputs["vmId"]): r.inputs for r in of_type(resources, provider.FIREWALL_OPTIONS)}
+    options = {int(r.inputs["vmId"]): r.inputs
+               for r in of_type(resources, provider.FIREWALL_OPTIONS)}
     problems = []
     for name, vm in vms(resources).items():
         opt = options.get(int(vm.inputs["vmId"]))

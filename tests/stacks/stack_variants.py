@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import yaml
 from hypothesis import assume
 from hypothesis import strategies as st
+
 from mlseclab.spec import LabSpec, check_rules
 
 REFERENCE = Path(__file__).resolve().parents[2] / "inventories" / "reference" / "lab.yaml"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 
 import pytest
-from mlseclab.targets.proxmox import CapturedResource
 from policy import rules
 
+from mlseclab.targets.proxmox import CapturedResource
 from stacks import provider
 
 Resources = list[CapturedResource]

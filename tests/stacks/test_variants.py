@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import stack_checks as checks
 from hypothesis import HealthCheck, given, settings
-from mlseclab.spec import LabSpec
-from mlseclab.targets.proxmox import capture
 from stack_variants import lab_specs
-
 from stacks.compute import vm_ids
 from stacks.settings import TEST_SSH_KEY
+
+from mlseclab.spec import LabSpec
+from mlseclab.targets.proxmox import capture
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

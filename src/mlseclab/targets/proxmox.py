@@ -47,9 +47,9 @@ from mlseclab.spec import LabSpec
 PROJECT = "mlseclab"
 PLUGIN = "proxmoxve"
 PLUGIN_VERSION = "8.6.0"
-TOKEN_ENV = "PROXMOX_VE_API_TOKEN"
+TOKEN_ENV = "PROXMOX_VE_API_TOKEN"  # noqa: S105 - a variable name
 ENDPOINT_ENV = "PROXMOX_VE_ENDPOINT"
-TOKEN_CONFIG = "mlseclab:proxmoxToken"
+TOKEN_CONFIG = "mlseclab:proxmoxToken"  # noqa: S105 - a config key
 
 
 class IgnoredChange(NamedTuple):
@@ -198,7 +198,8 @@ def capture(spec: LabSpec, settings: Any | None = None, *,
     template_node = spec.lab.proxmox.nodes[0] if spec.lab.proxmox else "pve"
 
     class Mocks(pulumi.runtime.Mocks):
-        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs
+                         ) -> tuple[str | None, dict[Any, Any]]:
             key = (args.typ, args.name)
             records.setdefault(key, {})["inputs"] = dict(args.inputs)
             records[key]["custom"] = args.custom
@@ -207,7 +208,8 @@ def capture(spec: LabSpec, settings: Any | None = None, *,
                 state["value"] = "mock-token-value"
             return _mock_id(args.typ, args.name, args.inputs), state
 
-        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
+        def call(self, args: pulumi.runtime.MockCallArgs
+                 ) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
             if args.token.endswith(":getVmsLegacy"):
                 tags = list(args.args.get("tags") or [])
                 return {"id": "vms", "tags": tags, "vms": [{
@@ -215,9 +217,9 @@ def capture(spec: LabSpec, settings: Any | None = None, *,
                     "vmId": MOCK_TEMPLATE_VM_ID, "tags": tags, "template": True}]}, []
             return {}, []
 
-    class Monitor(pmocks.MockMonitor):  # type: ignore[misc]
-        def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-            response = super().RegisterResource(request)
+    class Monitor(pmocks.MockMonitor):
+        def RegisterResource(self, request: Any) -> Any:
+            response: Any = super().RegisterResource(request)  # type: ignore[no-untyped-call]
             if request.type != "pulumi:pulumi:Stack":
                 key = (request.type, request.name)
                 rec = records.setdefault(key, {})
@@ -242,8 +244,9 @@ def capture(spec: LabSpec, settings: Any | None = None, *,
             def program() -> None:
                 lab_mod.build(spec, settings)
 
-            pmocks._sync_await(pulumi.runtime.stack.run_pulumi_func(program))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            sync_await: Callable[[Any], Any] = pmocks._sync_await  # type: ignore[attr-defined]
+            sync_await(pulumi.runtime.stack.run_pulumi_func(program))
+        except BaseException as exc:
             outcome["error"] = exc
         finally:
             loop.close()
