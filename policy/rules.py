@@ -54,8 +54,11 @@ def check_vm_firewall_nics(resource_type: str, props: Props) -> list[str]:
     nics = _nics(props)
     if not nics:
         return ["VM has no network device: it cannot be managed or firewalled"]
-    return [f"net{i} has the Proxmox firewall off; set firewall: true on every NIC"
-            for i, nic in enumerate(nics) if nic.get("firewall") is not True]
+    return [
+        f"net{i} has the Proxmox firewall off; set firewall: true on every NIC"
+        for i, nic in enumerate(nics)
+        if nic.get("firewall") is not True
+    ]
 
 
 def check_gpu_through_mappings(resource_type: str, props: Props) -> list[str]:
@@ -86,8 +89,10 @@ def check_protected_dataset_retained(resource_type: str, props: Props, protect: 
         return []
     meta = _marker(f"mlseclab: {props.get('comment') or ''}")
     if meta.get("protect") == "true" and not protect:
-        return [f"mapping {props.get('name')} exposes protected dataset {meta.get('dataset')} "
-                "but is not protected; set protect=True"]
+        return [
+            f"mapping {props.get('name')} exposes protected dataset {meta.get('dataset')} "
+            "but is not protected; set protect=True"
+        ]
     return []
 
 
@@ -98,16 +103,19 @@ def check_service_nic(resource_type: str, props: Props) -> list[str]:
         return []
     meta = _marker(props.get("description"))
     if "mgmt-net" not in meta:
-        return ["VM description lacks the mlseclab marker (mgmt-net=...); "
-                "cannot tell its mgmt segment"]
+        return [
+            "VM description lacks the mlseclab marker (mgmt-net=...); cannot tell its mgmt segment"
+        ]
     out = []
     host_mgmt = meta.get("host-mgmt-bridge")
     for i, nic in enumerate(_nics(props)):
         if host_mgmt and nic.get("bridge") == host_mgmt:
             out.append(f"net{i} is on the host management bridge {host_mgmt}")
     if meta.get("role") and all(_net_id(n) == meta["mgmt-net"] for n in _nics(props)):
-        out.append(f"service VM (role {meta['role']}) has only a mgmt NIC "
-                   f"({meta['mgmt-net']}); give it a NIC on its service segment")
+        out.append(
+            f"service VM (role {meta['role']}) has only a mgmt NIC "
+            f"({meta['mgmt-net']}); give it a NIC on its service segment"
+        )
     return out
 
 
@@ -140,11 +148,15 @@ def check_vm_firewall_enabled(resources: Iterable[tuple[str, str, Props]]) -> li
 
 
 # -- the policies -----------------------------------------------------------------------
-def _resource_policy(name: str, description: str, check: Any, with_protect: bool = False
-                     ) -> ResourceValidationPolicy:
+def _resource_policy(
+    name: str, description: str, check: Any, with_protect: bool = False
+) -> ResourceValidationPolicy:
     def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
-        found = (check(args.resource_type, args.props, bool(args.opts.protect)) if with_protect
-                 else check(args.resource_type, args.props))
+        found = (
+            check(args.resource_type, args.props, bool(args.opts.protect))
+            if with_protect
+            else check(args.resource_type, args.props)
+        )
         for message in found:
             report(message, None)
 
@@ -154,23 +166,36 @@ def _resource_policy(name: str, description: str, check: Any, with_protect: bool
 def _stack_firewall(args: StackValidationArgs, report: ReportViolation) -> None:
     by_name = {r.name: r for r in args.resources}
     for name, message in check_vm_firewall_enabled(
-            (r.resource_type, r.name, r.props) for r in args.resources):
+        (r.resource_type, r.name, r.props) for r in args.resources
+    ):
         report(message, by_name[name].urn if name in by_name else None)
 
 
 POLICIES = [
-    _resource_policy("vm-firewall-on-every-nic", "No VM NIC without the Proxmox firewall.",
-                     check_vm_firewall_nics),
-    _resource_policy("gpu-only-through-mappings",
-                     "GPUs only through PCI resource mappings, on q35 + OVMF.",
-                     check_gpu_through_mappings),
-    _resource_policy("protected-datasets-retained",
-                     "Mappings of protected datasets are protected from deletion.",
-                     check_protected_dataset_retained, with_protect=True),
-    _resource_policy("service-vm-has-service-nic",
-                     "No service VM on the mgmt segment only; nothing on the host mgmt bridge.",
-                     check_service_nic),
-    StackValidationPolicy(name="vm-firewall-default-drop",
-                          description="Every VM's firewall is on with input and output DROP.",
-                          validate=_stack_firewall),
+    _resource_policy(
+        "vm-firewall-on-every-nic",
+        "No VM NIC without the Proxmox firewall.",
+        check_vm_firewall_nics,
+    ),
+    _resource_policy(
+        "gpu-only-through-mappings",
+        "GPUs only through PCI resource mappings, on q35 + OVMF.",
+        check_gpu_through_mappings,
+    ),
+    _resource_policy(
+        "protected-datasets-retained",
+        "Mappings of protected datasets are protected from deletion.",
+        check_protected_dataset_retained,
+        with_protect=True,
+    ),
+    _resource_policy(
+        "service-vm-has-service-nic",
+        "No service VM on the mgmt segment only; nothing on the host mgmt bridge.",
+        check_service_nic,
+    ),
+    StackValidationPolicy(
+        name="vm-firewall-default-drop",
+        description="Every VM's firewall is on with input and output DROP.",
+        validate=_stack_firewall,
+    ),
 ]

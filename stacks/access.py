@@ -80,62 +80,100 @@ class LabAccess(pulumi.ComponentResource):
     token_id: pulumi.Output[str]
     token_value: pulumi.Output[str]
 
-    def __init__(self, name: str, args: LabAccessArgs,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: LabAccessArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("mlseclab:access:LabAccess", name, None, opts)
         spec, px = args.spec, proxmox_settings(args.spec)
         lab = spec.lab.name
         child = pulumi.ResourceOptions(parent=self)
 
         def role(suffix: str, table: tuple[tuple[str, str], ...]) -> pulumi.CustomResource:
-            return provider.role(f"{name}-role-{suffix}", role_id=f"mlseclab-{lab}-{suffix}",
-                                 privileges=privileges(table), opts=child)
+            return provider.role(
+                f"{name}-role-{suffix}",
+                role_id=f"mlseclab-{lab}-{suffix}",
+                privileges=privileges(table),
+                opts=child,
+            )
 
         roles = {
-            "vms": role("vms", LAB_VMS), "template": role("template", LAB_TEMPLATE),
-            "storage": role("storage", LAB_STORAGE), "network": role("network", LAB_NETWORK),
+            "vms": role("vms", LAB_VMS),
+            "template": role("template", LAB_TEMPLATE),
+            "storage": role("storage", LAB_STORAGE),
+            "network": role("network", LAB_NETWORK),
             "mappings": role("mappings", LAB_MAPPINGS),
         }
         user_id = f"mlseclab-{lab}@pve"
-        user = provider.user(f"{name}-user", user_id=user_id,
-                             comment=f"mlseclab {lab}: automation (token only, no password)",
-                             opts=child)
-        token = provider.token(f"{name}-token", user_id=user_id,
-                               token_name="automation",  # noqa: S106 - a name
-                               comment=f"mlseclab {lab}: least-privilege automation token",
-                               opts=pulumi.ResourceOptions(parent=self, depends_on=[user]))
+        user = provider.user(
+            f"{name}-user",
+            user_id=user_id,
+            comment=f"mlseclab {lab}: automation (token only, no password)",
+            opts=child,
+        )
+        token = provider.token(
+            f"{name}-token",
+            user_id=user_id,
+            token_name="automation",  # noqa: S106 - a name
+            comment=f"mlseclab {lab}: least-privilege automation token",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[user]),
+        )
         self.token_id = pulumi.Output.from_input(f"{user_id}!automation")
         self.token_value = token.value  # type: ignore[attr-defined]
-        zone_path = (f"/sdn/zones/{px.sdn_zone}" if px.network_mode == "sdn"
-                     else f"/sdn/zones/localnetwork/{px.lab_bridge}")
+        zone_path = (
+            f"/sdn/zones/{px.sdn_zone}"
+            if px.network_mode == "sdn"
+            else f"/sdn/zones/localnetwork/{px.lab_bridge}"
+        )
         grants: list[tuple[str, pulumi.Input[str], str]] = [
             ("pool", f"/pool/{args.pool_id}", "vms"),
-            ("template", pulumi.Output.from_input(args.template_vm_id).apply(
-                lambda vm_id: f"/vms/{vm_id}"), "template"),
+            (
+                "template",
+                pulumi.Output.from_input(args.template_vm_id).apply(lambda vm_id: f"/vms/{vm_id}"),
+                "template",
+            ),
             ("storage", f"/storage/{px.datastore}", "storage"),
             ("network", zone_path, "network"),
-            *((f"mapping-{kind}-{m}", f"/mapping/{kind}/{m}", "mappings")
-              for kind, m in args.mappings),
+            *(
+                (f"mapping-{kind}-{m}", f"/mapping/{kind}/{m}", "mappings")
+                for kind, m in args.mappings
+            ),
         ]
         for key, path, role_key in grants:
-            provider.acl(f"{name}-acl-{key}", path=path, role_id=roles[role_key].id,
-                         token_id=self.token_id, propagate=key == "pool",
-                         opts=pulumi.ResourceOptions(parent=self, depends_on=[token]))
+            provider.acl(
+                f"{name}-acl-{key}",
+                path=path,
+                role_id=roles[role_key].id,
+                token_id=self.token_id,
+                propagate=key == "pool",
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[token]),
+            )
 
         # Operators: one group and role per kind of machine, granted per VM.
         kinds = {
-            "inference": (INFERENCE_OPERATOR,
-                          [n for n, node in spec.nodes.items() if node.role is Role.INFERENCE]),
-            "training": (TRAINING_OPERATOR,
-                         [n for n, node in spec.nodes.items() if TRAINING_TAG in node.tags]),
+            "inference": (
+                INFERENCE_OPERATOR,
+                [n for n, node in spec.nodes.items() if node.role is Role.INFERENCE],
+            ),
+            "training": (
+                TRAINING_OPERATOR,
+                [n for n, node in spec.nodes.items() if TRAINING_TAG in node.tags],
+            ),
         }
         for kind, (table, members) in kinds.items():
             op_role = role(f"{kind}-operator", table)
-            grp = provider.group(f"{name}-group-{kind}", group_id=f"mlseclab-{lab}-{kind}-ops",
-                                 comment=f"mlseclab {lab}: operators of {kind} machines",
-                                 opts=child)
+            grp = provider.group(
+                f"{name}-group-{kind}",
+                group_id=f"mlseclab-{lab}-{kind}-ops",
+                comment=f"mlseclab {lab}: operators of {kind} machines",
+                opts=child,
+            )
             for node in sorted(members):
-                provider.acl(f"{name}-acl-{kind}-{node}", path=f"/vms/{args.vm_ids[node]}",
-                             role_id=op_role.id, group_id=grp.id, propagate=False,
-                             opts=child)
+                provider.acl(
+                    f"{name}-acl-{kind}-{node}",
+                    path=f"/vms/{args.vm_ids[node]}",
+                    role_id=op_role.id,
+                    group_id=grp.id,
+                    propagate=False,
+                    opts=child,
+                )
         self.register_outputs({"tokenId": self.token_id})

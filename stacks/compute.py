@@ -106,18 +106,22 @@ def vm_tags(spec: LabSpec, node: str) -> list[str]:
     return sorted(tags)
 
 
-def description(spec: LabSpec, topology: Topology, node: str,
-                attachments: dict[str, Attachment]) -> pulumi.Output[str]:
+def description(
+    spec: LabSpec, topology: Topology, node: str, attachments: dict[str, Attachment]
+) -> pulumi.Output[str]:
     """Human note plus one machine-readable line the policy pack reads."""
     px = proxmox_settings(spec)
     mgmt = topology.nodes[node].mgmt
     att = attachments[mgmt.network]
-    return pulumi.Output.from_input(att.bridge).apply(lambda bridge: (
-        f"Managed by mlseclab (lab {spec.lab.name}, role {topology.nodes[node].role}); "
-        "manual changes are reverted.\n"
-        f"mlseclab: lab={spec.lab.name} role={topology.nodes[node].role} "
-        f"mgmt-net={bridge}/{att.vlan_id if att.vlan_id is not None else '-'} "
-        f"host-mgmt-bridge={px.mgmt_bridge}"))
+    return pulumi.Output.from_input(att.bridge).apply(
+        lambda bridge: (
+            f"Managed by mlseclab (lab {spec.lab.name}, role {topology.nodes[node].role}); "
+            "manual changes are reverted.\n"
+            f"mlseclab: lab={spec.lab.name} role={topology.nodes[node].role} "
+            f"mgmt-net={bridge}/{att.vlan_id if att.vlan_id is not None else '-'} "
+            f"host-mgmt-bridge={px.mgmt_bridge}"
+        )
+    )
 
 
 # -- components -----------------------------------------------------------------------
@@ -137,8 +141,9 @@ class DatasetMappings(pulumi.ComponentResource):
 
     names: dict[tuple[str, str], str]
 
-    def __init__(self, name: str, args: DatasetMappingsArgs,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: DatasetMappingsArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("mlseclab:compute:DatasetMappings", name, None, opts)
         spec, px = args.spec, proxmox_settings(args.spec)
         lab = spec.lab.name
@@ -149,12 +154,18 @@ class DatasetMappings(pulumi.ComponentResource):
             protect = spec.datasets[dataset].protect
             mapping = dir_mapping_name(lab, dataset, mode)
             path = dataset_path(args.settings, lab, dataset, mode)
-            self.resources.append(provider.dir_mapping(
-                f"{name}-{dataset}-{mode}", mapping_name=mapping,
-                comment=(f"mlseclab lab={lab} dataset={dataset} mode={mode} "
-                         f"protect={'true' if protect else 'false'}"),
-                maps=[{"node": pve_node, "path": path} for pve_node in px.nodes],
-                opts=pulumi.ResourceOptions(parent=self, protect=protect)))
+            self.resources.append(
+                provider.dir_mapping(
+                    f"{name}-{dataset}-{mode}",
+                    mapping_name=mapping,
+                    comment=(
+                        f"mlseclab lab={lab} dataset={dataset} mode={mode} "
+                        f"protect={'true' if protect else 'false'}"
+                    ),
+                    maps=[{"node": pve_node, "path": path} for pve_node in px.nodes],
+                    opts=pulumi.ResourceOptions(parent=self, protect=protect),
+                )
+            )
             self.names[(dataset, mode)] = mapping
         self.register_outputs({"mappings": sorted(self.names.values())})
 
@@ -191,12 +202,30 @@ def vm_props(args: LabVmArgs) -> dict[str, Any]:
         if mac is not None:
             nic["mac_address"] = mac
         nics.append(nic)
-    disks = [{"interface": "scsi0", "datastore_id": px.datastore, "size": n.disk,
-              "iothread": True, "discard": "on", "ssd": True, "file_format": "raw"}]
+    disks = [
+        {
+            "interface": "scsi0",
+            "datastore_id": px.datastore,
+            "size": n.disk,
+            "iothread": True,
+            "discard": "on",
+            "ssd": True,
+            "file_format": "raw",
+        }
+    ]
     for i, (_mount, serial, size) in enumerate(DATA_DISKS, start=1):
-        disks.append({"interface": f"scsi{i}", "datastore_id": px.datastore, "size": size,
-                      "iothread": True, "discard": "on", "ssd": True, "file_format": "raw",
-                      "serial": serial})
+        disks.append(
+            {
+                "interface": f"scsi{i}",
+                "datastore_id": px.datastore,
+                "size": size,
+                "iothread": True,
+                "discard": "on",
+                "ssd": True,
+                "file_format": "raw",
+                "serial": serial,
+            }
+        )
     template = pulumi.Output.from_input(args.template)
     props: dict[str, Any] = {
         "name": node,
@@ -205,14 +234,22 @@ def vm_props(args: LabVmArgs) -> dict[str, Any]:
         "description": description(spec, topo, node, args.attachments),
         "tags": vm_tags(spec, node),
         "pool_id": args.pool_id,
-        "clone": {"vm_id": template.apply(lambda t: int(t["vm_id"])),
-                  "node_name": template.apply(lambda t: str(t["node_name"])),
-                  "full": True, "datastore_id": px.datastore, "retries": CLONE_RETRIES},
+        "clone": {
+            "vm_id": template.apply(lambda t: int(t["vm_id"])),
+            "node_name": template.apply(lambda t: str(t["node_name"])),
+            "full": True,
+            "datastore_id": px.datastore,
+            "retries": CLONE_RETRIES,
+        },
         "machine": "q35",
         "bios": "ovmf",
         # Secure Boot keys enrolled, except with a GPU: out-of-tree GPU drivers are unsigned.
-        "efi_disk": {"datastore_id": px.datastore, "file_format": "raw", "type": "4m",
-                     "pre_enrolled_keys": n.gpu is None},
+        "efi_disk": {
+            "datastore_id": px.datastore,
+            "file_format": "raw",
+            "type": "4m",
+            "pre_enrolled_keys": n.gpu is None,
+        },
         "operating_system": {"type": "l26"},
         "cpu": {"cores": n.cpu, "sockets": 1, "type": CPU_TYPE},
         # No ballooning: passthrough pins all guest memory, and the others get what they declare.
@@ -224,8 +261,10 @@ def vm_props(args: LabVmArgs) -> dict[str, Any]:
             "datastore_id": px.datastore,
             "ip_configs": ip_configs(topo, node),
             "user_account": {"username": "mlseclab", "keys": [args.settings.ssh_public_key]},
-            "dns": {"domain": spec.lab.domain,
-                    "servers": list(args.settings.dns_servers or (mgmt_gw,))},
+            "dns": {
+                "domain": spec.lab.domain,
+                "servers": list(args.settings.dns_servers or (mgmt_gw,)),
+            },
         },
         # Without the agent in the image, create and refresh wait for it until timeout (bpg#449).
         "agent": {"enabled": args.settings.template_agent, "trim": args.settings.template_agent},
@@ -241,8 +280,13 @@ def vm_props(args: LabVmArgs) -> dict[str, Any]:
         ]
     if n.mounts:
         props["virtiofs"] = [
-            {"mapping": args.mappings[(m.dataset, m.mode)], "cache": "auto",
-             "direct_io": False, "expose_acl": False, "expose_xattr": False}
+            {
+                "mapping": args.mappings[(m.dataset, m.mode)],
+                "cache": "auto",
+                "direct_io": False,
+                "expose_acl": False,
+                "expose_xattr": False,
+            }
             for m in n.mounts
         ]
     return props
@@ -253,14 +297,18 @@ class LabVm(pulumi.ComponentResource):
 
     vm: pulumi.CustomResource
 
-    def __init__(self, name: str, args: LabVmArgs,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: LabVmArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("mlseclab:compute:LabVm", name, None, opts)
         self.vm = provider.vm(
-            f"{name}-vm", vm_props(args),
+            f"{name}-vm",
+            vm_props(args),
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=list(args.depends_on),
+                parent=self,
+                depends_on=list(args.depends_on),
                 ignore_changes=ignored_properties("VmLegacy"),
-                custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m",
-                                                      delete="15m")))
+                custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m", delete="15m"),
+            ),
+        )
         self.register_outputs({"vmId": args.vm_id})

@@ -51,9 +51,14 @@ def _comment(rule: Rule) -> str:
 
 def ingress_rule(rule: Rule, spec: LabSpec, settings: StackSettings) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "type": "in", "action": "ACCEPT", "proto": rule.proto, "dport": str(rule.port),
-        "dest": ",".join(rule.destination_addresses), "comment": _comment(rule),
-        "enabled": True, "log": "nolog",
+        "type": "in",
+        "action": "ACCEPT",
+        "proto": rule.proto,
+        "dport": str(rule.port),
+        "dest": ",".join(rule.destination_addresses),
+        "comment": _comment(rule),
+        "enabled": True,
+        "log": "nolog",
     }
     sources = rule_sources(rule, spec, settings)
     if sources:
@@ -63,9 +68,14 @@ def ingress_rule(rule: Rule, spec: LabSpec, settings: StackSettings) -> dict[str
 
 def egress_rule(rule: Rule) -> dict[str, Any]:
     return {
-        "type": "out", "action": "ACCEPT", "proto": rule.proto, "dport": str(rule.port),
-        "dest": ",".join(rule.destination_addresses), "comment": _comment(rule),
-        "enabled": True, "log": "nolog",
+        "type": "out",
+        "action": "ACCEPT",
+        "proto": rule.proto,
+        "dport": str(rule.port),
+        "dest": ",".join(rule.destination_addresses),
+        "comment": _comment(rule),
+        "enabled": True,
+        "log": "nolog",
     }
 
 
@@ -78,28 +88,37 @@ def effective_rules(topology: Topology) -> tuple[Rule, ...]:
     means anywhere: those rules have nobody to allow and are dropped here.
     """
     labels_from_any = {f.label for f in topology.spec.flows if f.from_ == ANY}
-    return tuple(r for r in topology.rules
-                 if r.source_addresses or r.flow in labels_from_any)
+    return tuple(r for r in topology.rules if r.source_addresses or r.flow in labels_from_any)
 
 
 def egress_of(topology: Topology, node: str) -> tuple[Rule, ...]:
-    return tuple(r for r in effective_rules(topology)
-                 if r.destination != node and (not r.source_addresses or node in r.sources))
+    return tuple(
+        r
+        for r in effective_rules(topology)
+        if r.destination != node and (not r.source_addresses or node in r.sources)
+    )
 
 
-def role_group_rules(topology: Topology, role: str,
-                     settings: StackSettings) -> list[dict[str, Any]]:
+def role_group_rules(
+    topology: Topology, role: str, settings: StackSettings
+) -> list[dict[str, Any]]:
     """The ingress of every node of ``role``, one rule per resolved flow."""
-    return [ingress_rule(r, topology.spec, settings) for r in effective_rules(topology)
-            if topology.nodes[r.destination].role == role]
+    return [
+        ingress_rule(r, topology.spec, settings)
+        for r in effective_rules(topology)
+        if topology.nodes[r.destination].role == role
+    ]
 
 
 def vm_rules(topology: Topology, node: str) -> list[dict[str, Any]]:
     """The VM's own rules: its role's group, then what it may open as a client."""
     lab = topology.spec.lab.name
     role = topology.nodes[node].role
-    group = {"security_group": group_name(lab, role), "enabled": True,
-             "comment": f"ingress of role {role}"}
+    group = {
+        "security_group": group_name(lab, role),
+        "enabled": True,
+        "comment": f"ingress of role {role}",
+    }
     return [group, *(egress_rule(r) for r in egress_of(topology, node))]
 
 
@@ -107,9 +126,9 @@ VM_FIREWALL_OPTIONS: dict[str, Any] = {
     "enabled": True,
     "input_policy": "DROP",
     "output_policy": "DROP",
-    "ipfilter": True,   # only the addresses in ipfilter-netN may leave netN
+    "ipfilter": True,  # only the addresses in ipfilter-netN may leave netN
     "macfilter": True,  # only the NIC's own MAC may leave it
-    "dhcp": False,      # addresses are static (cloud-init)
+    "dhcp": False,  # addresses are static (cloud-init)
     "ndp": False,
     "radv": False,
     "log_level_in": "info",  # dropped packets are logged: denied flows show up
@@ -128,8 +147,9 @@ class LabFirewall(pulumi.ComponentResource):
 
     groups: dict[str, pulumi.Resource]
 
-    def __init__(self, name: str, args: LabFirewallArgs,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: LabFirewallArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("mlseclab:firewall:LabFirewall", name, None, opts)
         topo = args.topology
         lab = topo.spec.lab.name
@@ -137,15 +157,20 @@ class LabFirewall(pulumi.ComponentResource):
         # cluster network); output stays ACCEPT so the hosts keep working (corosync, updates).
         # The lab's own default-deny lives on each VM (VM_FIREWALL_OPTIONS).
         self.cluster = provider.cluster_firewall(
-            f"{name}-cluster", input_policy="DROP", output_policy="ACCEPT",
-            opts=pulumi.ResourceOptions(parent=self))
+            f"{name}-cluster",
+            input_policy="DROP",
+            output_policy="ACCEPT",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         self.groups = {}
         for role in sorted({n.role for n in topo.nodes.values()}):
             self.groups[role] = provider.security_group(
-                f"{name}-group-{role}", group_name=group_name(lab, role),
+                f"{name}-group-{role}",
+                group_name=group_name(lab, role),
                 comment=f"mlseclab {lab}: ingress of role {role}",
                 rules=role_group_rules(topo, role, args.settings),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster]))
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster]),
+            )
         self.register_outputs({"groups": sorted(self.groups)})
 
 
@@ -161,23 +186,34 @@ class VmFirewallArgs:
 class VmFirewall(pulumi.ComponentResource):
     """One VM's firewall: options, anti-spoofing ipsets and rules."""
 
-    def __init__(self, name: str, args: VmFirewallArgs,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: VmFirewallArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("mlseclab:firewall:VmFirewall", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         ipsets = [
             provider.vm_ipset(
-                f"{name}-ipfilter-net{i}", node_name=args.pve_node, vm_id=args.vm_id,
-                ipset_name=f"ipfilter-net{i}", cidrs=[address],
-                comment=f"net{i} may only send from {address}", opts=child)
+                f"{name}-ipfilter-net{i}",
+                node_name=args.pve_node,
+                vm_id=args.vm_id,
+                ipset_name=f"ipfilter-net{i}",
+                cidrs=[address],
+                comment=f"net{i} may only send from {address}",
+                opts=child,
+            )
             for i, address in enumerate(args.nic_addresses)
         ]
         self.rules = provider.vm_firewall_rules(
-            f"{name}-rules", node_name=args.pve_node, vm_id=args.vm_id,
-            rules=vm_rules(args.topology, args.node), opts=child)
+            f"{name}-rules",
+            node_name=args.pve_node,
+            vm_id=args.vm_id,
+            rules=vm_rules(args.topology, args.node),
+            opts=child,
+        )
         # Enable last: the rules and ipsets are in place before the policy turns to DROP.
         self.options = provider.vm_firewall_options(
-            f"{name}-options", {"node_name": args.pve_node, "vm_id": args.vm_id,
-                                **VM_FIREWALL_OPTIONS},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.rules, *ipsets]))
+            f"{name}-options",
+            {"node_name": args.pve_node, "vm_id": args.vm_id, **VM_FIREWALL_OPTIONS},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.rules, *ipsets]),
+        )
         self.register_outputs({})

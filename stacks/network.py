@@ -49,7 +49,8 @@ def proxmox_settings(spec: LabSpec) -> ProxmoxSettings:
     if px.lab_bridge == px.mgmt_bridge:
         raise ValueError(
             f"lab.proxmox.lab_bridge is the management bridge ({px.mgmt_bridge}); "
-            "give the lab its own VLAN-aware bridge, e.g. vmbr1")
+            "give the lab its own VLAN-aware bridge, e.g. vmbr1"
+        )
     return px
 
 
@@ -59,8 +60,9 @@ class LabNetwork(pulumi.ComponentResource):
     attachments: dict[str, Attachment]
     ready: list[pulumi.Resource]
 
-    def __init__(self, name: str, args: LabNetworkArgs,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: LabNetworkArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("mlseclab:network:LabNetwork", name, None, opts)
         spec, px = args.spec, proxmox_settings(args.spec)
         child = pulumi.ResourceOptions(parent=self)
@@ -70,32 +72,53 @@ class LabNetwork(pulumi.ComponentResource):
         if px.network_mode == "bridge":
             if args.settings.manage_bridge:
                 for pve_node in px.nodes:
-                    self.ready.append(provider.bridge(
-                        f"{name}-bridge-{pve_node}", node_name=pve_node,
-                        bridge_name=px.lab_bridge, vids=vids, ports=args.settings.bridge_ports,
-                        comment=f"mlseclab {spec.lab.name}: lab segments (VLANs {vids})",
-                        opts=child))
+                    self.ready.append(
+                        provider.bridge(
+                            f"{name}-bridge-{pve_node}",
+                            node_name=pve_node,
+                            bridge_name=px.lab_bridge,
+                            vids=vids,
+                            ports=args.settings.bridge_ports,
+                            comment=f"mlseclab {spec.lab.name}: lab segments (VLANs {vids})",
+                            opts=child,
+                        )
+                    )
             for seg_name, seg in spec.networks.items():
                 self.attachments[seg_name] = Attachment(px.lab_bridge, seg.vlan)
         else:
             zone_id = short_name(px.sdn_zone, 8)
-            zone = provider.sdn_vlan_zone(f"{name}-zone", zone_id=zone_id,
-                                          bridge_name=px.lab_bridge, nodes=px.nodes, opts=child)
+            zone = provider.sdn_vlan_zone(
+                f"{name}-zone",
+                zone_id=zone_id,
+                bridge_name=px.lab_bridge,
+                nodes=px.nodes,
+                opts=child,
+            )
             pending: list[pulumi.Resource] = [zone]
             for seg_name, seg in spec.networks.items():
                 vnet = provider.sdn_vnet(
-                    f"{name}-vnet-{seg_name}", vnet_id=vnet_id(zone_id, seg.vlan),
-                    zone=zone.id, tag=seg.vlan, alias=f"{spec.lab.name}-{seg_name}"[:256],
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[zone]))
+                    f"{name}-vnet-{seg_name}",
+                    vnet_id=vnet_id(zone_id, seg.vlan),
+                    zone=zone.id,
+                    tag=seg.vlan,
+                    alias=f"{spec.lab.name}-{seg_name}"[:256],
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[zone]),
+                )
                 subnet = provider.sdn_subnet(
-                    f"{name}-subnet-{seg_name}", vnet=vnet.id, cidr=seg.cidr,
+                    f"{name}-subnet-{seg_name}",
+                    vnet=vnet.id,
+                    cidr=seg.cidr,
                     gateway=str(seg.gateway_address),
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[vnet]))
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[vnet]),
+                )
                 pending += [vnet, subnet]
                 self.attachments[seg_name] = Attachment(vnet.id, None)
             # SDN objects stay pending until applied; re-apply whenever any of them is replaced.
             applier = provider.sdn_applier(
-                f"{name}-apply", opts=pulumi.ResourceOptions(
-                    parent=self, depends_on=pending, replace_with=list(pending)))
+                f"{name}-apply",
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=pending, replace_with=list(pending)
+                ),
+            )
             self.ready.append(applier)
         self.register_outputs({"segments": sorted(self.attachments)})

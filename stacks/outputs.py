@@ -45,9 +45,15 @@ class NodeOutputs:
     data_disks: dict[str, str] = field(default_factory=dict)
 
     def export(self) -> dict[str, object]:
-        return {MGMT_IP: self.mgmt_ip, VM_ID: self.vm_id, PVE_NODE: self.pve_node,
-                ROLE: self.role, GPU: self.gpu, MOUNTS: self.mounts,
-                DATA_DISKS: self.data_disks}
+        return {
+            MGMT_IP: self.mgmt_ip,
+            VM_ID: self.vm_id,
+            PVE_NODE: self.pve_node,
+            ROLE: self.role,
+            GPU: self.gpu,
+            MOUNTS: self.mounts,
+            DATA_DISKS: self.data_disks,
+        }
 
 
 @dataclass

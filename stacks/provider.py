@@ -53,17 +53,24 @@ def _opts(opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
 
 
 # -- provider --------------------------------------------------------------------------
-def provider(name: str, *, endpoint: str, insecure: bool,
-             api_token: pulumi.Input[str] | None,
-             opts: pulumi.ResourceOptions | None = None) -> pulumi.ProviderResource:
+def provider(
+    name: str,
+    *,
+    endpoint: str,
+    insecure: bool,
+    api_token: pulumi.Input[str] | None,
+    opts: pulumi.ResourceOptions | None = None,
+) -> pulumi.ProviderResource:
     """An explicit provider. With ``api_token`` None the plugin reads PROXMOX_VE_API_TOKEN."""
-    return pve.Provider(name, endpoint=endpoint, insecure=insecure, api_token=api_token,
-                        opts=_opts(opts))
+    return pve.Provider(
+        name, endpoint=endpoint, insecure=insecure, api_token=api_token, opts=_opts(opts)
+    )
 
 
 # -- compute ---------------------------------------------------------------------------
-def vm(name: str, props: Props,
-       opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
+def vm(
+    name: str, props: Props, opts: pulumi.ResourceOptions | None = None
+) -> pulumi.CustomResource:
     """A full-featured VM (clone, cloud-init, hostpci by mapping, virtiofs)."""
     return pve.VmLegacy(name, opts=_opts(opts), **props)
 
@@ -77,49 +84,101 @@ def template_by_tag(tag: str, opts: pulumi.InvokeOptions | None = None) -> pulum
         if len(vms) != 1:
             raise ValueError(
                 f"expected exactly one template VM tagged {tag!r}, found {len(vms)}; "
-                "tag one cloud-init template or set lab.proxmox.template.vm_id")
+                "tag one cloud-init template or set lab.proxmox.template.vm_id"
+            )
         return {"node_name": vms[0].node_name, "vm_id": int(vms[0].vm_id)}
 
     return found.apply(pick)
 
 
-def dir_mapping(name: str, *, mapping_name: str, comment: str, maps: Sequence[Props],
-                opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
+def dir_mapping(
+    name: str,
+    *,
+    mapping_name: str,
+    comment: str,
+    maps: Sequence[Props],
+    opts: pulumi.ResourceOptions | None = None,
+) -> pulumi.CustomResource:
     """A cluster directory mapping (virtiofs source) for a host path on each node."""
-    return pve.hardware.mapping.Dir(name, name=mapping_name, comment=comment, maps=_dicts(maps),
-                                    opts=_opts(opts))
+    return pve.hardware.mapping.Dir(
+        name, name=mapping_name, comment=comment, maps=_dicts(maps), opts=_opts(opts)
+    )
 
 
-def pool(name: str, *, pool_id: str, comment: str,
-         opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
+def pool(
+    name: str, *, pool_id: str, comment: str, opts: pulumi.ResourceOptions | None = None
+) -> pulumi.CustomResource:
     return pve.PoolLegacy(name, pool_id=pool_id, comment=comment, opts=_opts(opts))
 
 
 # -- network ---------------------------------------------------------------------------
-def bridge(name: str, *, node_name: str, bridge_name: str, vids: str, ports: Sequence[str],
-           comment: str, opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
+def bridge(
+    name: str,
+    *,
+    node_name: str,
+    bridge_name: str,
+    vids: str,
+    ports: Sequence[str],
+    comment: str,
+    opts: pulumi.ResourceOptions | None = None,
+) -> pulumi.CustomResource:
     """A VLAN-aware Linux bridge on one node (never the management bridge)."""
     return pve.network.linux.Bridge(
-        name, node_name=node_name, name=bridge_name, vlan_aware=True, vids=vids,
-        ports=list(ports), autostart=True, comment=comment, opts=_opts(opts))
+        name,
+        node_name=node_name,
+        name=bridge_name,
+        vlan_aware=True,
+        vids=vids,
+        ports=list(ports),
+        autostart=True,
+        comment=comment,
+        opts=_opts(opts),
+    )
 
 
-def sdn_vlan_zone(name: str, *, zone_id: str, bridge_name: str, nodes: Sequence[str],
-                  opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
-    return pve.sdn.zone.Vlan(name, resource_id=zone_id, bridge=bridge_name, nodes=list(nodes),
-                             opts=_opts(opts))
+def sdn_vlan_zone(
+    name: str,
+    *,
+    zone_id: str,
+    bridge_name: str,
+    nodes: Sequence[str],
+    opts: pulumi.ResourceOptions | None = None,
+) -> pulumi.CustomResource:
+    return pve.sdn.zone.Vlan(
+        name, resource_id=zone_id, bridge=bridge_name, nodes=list(nodes), opts=_opts(opts)
+    )
 
 
-def sdn_vnet(name: str, *, vnet_id: str, zone: pulumi.Input[str], tag: int, alias: str,
-             opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
-    return pve.sdn.Vnet(name, resource_id=vnet_id, zone=zone, tag=tag, alias=alias,
-                        isolate_ports=False, vlan_aware=False, opts=_opts(opts))
+def sdn_vnet(
+    name: str,
+    *,
+    vnet_id: str,
+    zone: pulumi.Input[str],
+    tag: int,
+    alias: str,
+    opts: pulumi.ResourceOptions | None = None,
+) -> pulumi.CustomResource:
+    return pve.sdn.Vnet(
+        name,
+        resource_id=vnet_id,
+        zone=zone,
+        tag=tag,
+        alias=alias,
+        isolate_ports=False,
+        vlan_aware=False,
+        opts=_opts(opts),
+    )
 
 
-def sdn_subnet(name: str, *, vnet: pulumi.Input[str], cidr: str, gateway: str,
-               opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
-    return pve.sdn.Subnet(name, vnet=vnet, cidr=cidr, gateway=gateway, snat=False,
-                          opts=_opts(opts))
+def sdn_subnet(
+    name: str,
+    *,
+    vnet: pulumi.Input[str],
+    cidr: str,
+    gateway: str,
+    opts: pulumi.ResourceOptions | None = None,
+) -> pulumi.CustomResource:
+    return pve.sdn.Subnet(name, vnet=vnet, cidr=cidr, gateway=gateway, snat=False, opts=_opts(opts))
 
 
 def sdn_applier(name: str, opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
@@ -128,67 +187,138 @@ def sdn_applier(name: str, opts: pulumi.ResourceOptions | None = None) -> pulumi
 
 
 # -- firewall --------------------------------------------------------------------------
-def cluster_firewall(name: str, *, input_policy: str, output_policy: str,
-                     opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
-    return pve.cluster.FirewallLegacy(name, enabled=True, ebtables=True,
-                                      input_policy=input_policy, output_policy=output_policy,
-                                      opts=_opts(opts))
+def cluster_firewall(
+    name: str, *, input_policy: str, output_policy: str, opts: pulumi.ResourceOptions | None = None
+) -> pulumi.CustomResource:
+    return pve.cluster.FirewallLegacy(
+        name,
+        enabled=True,
+        ebtables=True,
+        input_policy=input_policy,
+        output_policy=output_policy,
+        opts=_opts(opts),
+    )
 
 
-def security_group(name: str, *, group_name: str, comment: str, rules: Sequence[Props],
-                   opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
-    return pve.cluster.firewall.security.GroupLegacy(name, name=group_name, comment=comment,
-                                                     rules=_dicts(rules), opts=_opts(opts))
+def security_group(
+    name: str,
+    *,
+    group_name: str,
+    comment: str,
+    rules: Sequence[Props],
+    opts: pulumi.ResourceOptions | None = None,
+) -> pulumi.CustomResource:
+    return pve.cluster.firewall.security.GroupLegacy(
+        name, name=group_name, comment=comment, rules=_dicts(rules), opts=_opts(opts)
+    )
 
 
-def vm_firewall_options(name: str, props: Props,
-                        opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
+def vm_firewall_options(
+    name: str, props: Props, opts: pulumi.ResourceOptions | None = None
+) -> pulumi.CustomResource:
     return pve.firewall.OptionsLegacy(name, opts=_opts(opts), **props)
 
 
-def vm_firewall_rules(name: str, *, node_name: pulumi.Input[str], vm_id: pulumi.Input[int],
-                      rules: Sequence[Props],
-                      opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
-    return pve.firewall.RulesLegacy(name, node_name=node_name, vm_id=vm_id, rules=_dicts(rules),
-                                    opts=_opts(opts))
+def vm_firewall_rules(
+    name: str,
+    *,
+    node_name: pulumi.Input[str],
+    vm_id: pulumi.Input[int],
+    rules: Sequence[Props],
+    opts: pulumi.ResourceOptions | None = None,
+) -> pulumi.CustomResource:
+    return pve.firewall.RulesLegacy(
+        name, node_name=node_name, vm_id=vm_id, rules=_dicts(rules), opts=_opts(opts)
+    )
 
 
-def vm_ipset(name: str, *, node_name: pulumi.Input[str], vm_id: pulumi.Input[int],
-             ipset_name: str, cidrs: Sequence[str], comment: str,
-             opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
-    return pve.firewall.IpsetLegacy(name, node_name=node_name, vm_id=vm_id, name=ipset_name,
-                                    comment=comment, cidrs=[{"name": c} for c in cidrs],
-                                    opts=_opts(opts))
+def vm_ipset(
+    name: str,
+    *,
+    node_name: pulumi.Input[str],
+    vm_id: pulumi.Input[int],
+    ipset_name: str,
+    cidrs: Sequence[str],
+    comment: str,
+    opts: pulumi.ResourceOptions | None = None,
+) -> pulumi.CustomResource:
+    return pve.firewall.IpsetLegacy(
+        name,
+        node_name=node_name,
+        vm_id=vm_id,
+        name=ipset_name,
+        comment=comment,
+        cidrs=[{"name": c} for c in cidrs],
+        opts=_opts(opts),
+    )
 
 
 # -- access ----------------------------------------------------------------------------
-def role(name: str, *, role_id: str, privileges: Sequence[str],
-         opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
+def role(
+    name: str,
+    *,
+    role_id: str,
+    privileges: Sequence[str],
+    opts: pulumi.ResourceOptions | None = None,
+) -> pulumi.CustomResource:
     return pve.RoleLegacy(name, role_id=role_id, privileges=list(privileges), opts=_opts(opts))
 
 
-def user(name: str, *, user_id: str, comment: str, groups: Sequence[pulumi.Input[str]] = (),
-         opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
+def user(
+    name: str,
+    *,
+    user_id: str,
+    comment: str,
+    groups: Sequence[pulumi.Input[str]] = (),
+    opts: pulumi.ResourceOptions | None = None,
+) -> pulumi.CustomResource:
     """A user without a password: it can only authenticate through its API tokens."""
-    return pve.UserLegacy(name, user_id=user_id, comment=comment, enabled=True,
-                          groups=list(groups), opts=_opts(opts))
+    return pve.UserLegacy(
+        name, user_id=user_id, comment=comment, enabled=True, groups=list(groups), opts=_opts(opts)
+    )
 
 
-def group(name: str, *, group_id: str, comment: str,
-          opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
+def group(
+    name: str, *, group_id: str, comment: str, opts: pulumi.ResourceOptions | None = None
+) -> pulumi.CustomResource:
     return pve.GroupLegacy(name, group_id=group_id, comment=comment, opts=_opts(opts))
 
 
-def token(name: str, *, user_id: pulumi.Input[str], token_name: str, comment: str,
-          opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
+def token(
+    name: str,
+    *,
+    user_id: pulumi.Input[str],
+    token_name: str,
+    comment: str,
+    opts: pulumi.ResourceOptions | None = None,
+) -> pulumi.CustomResource:
     """A privilege-separated token: it has only the rights its own ACLs grant."""
-    return pve.user.Token(name, user_id=user_id, token_name=token_name, comment=comment,
-                          privileges_separation=True, opts=_opts(opts))
+    return pve.user.Token(
+        name,
+        user_id=user_id,
+        token_name=token_name,
+        comment=comment,
+        privileges_separation=True,
+        opts=_opts(opts),
+    )
 
 
-def acl(name: str, *, path: pulumi.Input[str], role_id: pulumi.Input[str],
-        token_id: pulumi.Input[str] | None = None,
-        group_id: pulumi.Input[str] | None = None, propagate: bool = True,
-        opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
-    return pve.AclLegacy(name, path=path, role_id=role_id, token_id=token_id, group_id=group_id,
-                         propagate=propagate, opts=_opts(opts))
+def acl(
+    name: str,
+    *,
+    path: pulumi.Input[str],
+    role_id: pulumi.Input[str],
+    token_id: pulumi.Input[str] | None = None,
+    group_id: pulumi.Input[str] | None = None,
+    propagate: bool = True,
+    opts: pulumi.ResourceOptions | None = None,
+) -> pulumi.CustomResource:
+    return pve.AclLegacy(
+        name,
+        path=path,
+        role_id=role_id,
+        token_id=token_id,
+        group_id=group_id,
+        propagate=propagate,
+        opts=_opts(opts),
+    )

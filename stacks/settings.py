@@ -15,8 +15,9 @@ import pulumi
 from mlseclab.spec import LabSpec
 
 #: The key mocks and the offline plan use: never a real key.
-TEST_SSH_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMlsEcLabTestKeyNotForUse000000000000000 "
-                "mlseclab-test")
+TEST_SSH_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMlsEcLabTestKeyNotForUse000000000000000 mlseclab-test"
+)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ def settings_from_config(config: pulumi.Config, spec: LabSpec, root: Path) -> St
         except OSError:
             raise ValueError(
                 f"no SSH public key: set mlseclab:sshPublicKey or create {path} "
-                "(mlseclab creates it on the first run)") from None
+                "(mlseclab creates it on the first run)"
+            ) from None
     if not key.startswith(("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-")):
         raise ValueError("mlseclab:sshPublicKey is not an OpenSSH public key")
     return StackSettings(

@@ -18,14 +18,22 @@ DEFAULT_SPEC = Path("inventories/reference/lab.yaml")
 
 def _spec_options(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("-f", "--spec", type=Path, metavar="FILE",
-                   help="lab spec (default: $MLSECLAB_SPEC or inventories/reference/lab.yaml)")
+    g.add_argument(
+        "-f",
+        "--spec",
+        type=Path,
+        metavar="FILE",
+        help="lab spec (default: $MLSECLAB_SPEC or inventories/reference/lab.yaml)",
+    )
     g.add_argument("-l", "--lab", metavar="NAME", help="shorthand for -f inventories/NAME/lab.yaml")
 
 
 def _target_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", choices=("local", "proxmox"),
-                   help="where the lab runs (default: lab.target in the spec)")
+    p.add_argument(
+        "--target",
+        choices=("local", "proxmox"),
+        help="where the lab runs (default: lab.target in the spec)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,11 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("graph", help="draw the topology (SVG and PNG via graphviz)")
     _spec_options(p)
-    p.add_argument("-o", "--output", type=Path, metavar="DIR",
-                   help="where to write (default: .mlseclab/<lab>/)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="where to write (default: .mlseclab/<lab>/)",
+    )
     p.add_argument("--format", default="svg,png", help="comma-separated formats (svg,png,pdf)")
 
-    p = sub.add_parser("up", help="provision the lab (idempotent: converges, creates nothing twice)")
+    p = sub.add_parser(
+        "up", help="provision the lab (idempotent: converges, creates nothing twice)"
+    )
     _spec_options(p)
     _target_option(p)
 
@@ -64,11 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("down", help="remove what up made; protected datasets stay")
     _spec_options(p)
     _target_option(p)
-    p.add_argument("--purge-data", action="store_true",
-                   help="also delete protected datasets (asks first; --yes to skip)")
+    p.add_argument(
+        "--purge-data",
+        action="store_true",
+        help="also delete protected datasets (asks first; --yes to skip)",
+    )
     p.add_argument("--yes", action="store_true", help="answer yes to --purge-data's question")
-    p.add_argument("--force", action="store_true",
-                   help="also clear leftovers of a crashed run that the state does not record")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="also clear leftovers of a crashed run that the state does not record",
+    )
 
     p = sub.add_parser("ssh", help="open an SSH session to a node (or run a command on it)")
     _spec_options(p)
@@ -81,7 +102,7 @@ def resolve_spec(args: argparse.Namespace) -> Path:
     if getattr(args, "spec", None):
         return Path(args.spec)
     if getattr(args, "lab", None):
-        return Path("inventories") / args.lab / "lab.yaml"
+        return Path("inventories") / str(args.lab) / "lab.yaml"
     if env := os.environ.get("MLSECLAB_SPEC"):
         return Path(env)
     return DEFAULT_SPEC

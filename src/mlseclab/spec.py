@@ -118,7 +118,9 @@ class ProxmoxSettings(Strict):
     datastore: str = Field(default="local-zfs", description="datastore for VM disks")
     network_mode: Literal["bridge", "sdn"] = "bridge"
     lab_bridge: str = Field(default="vmbr1", description="VLAN-aware bridge for lab segments")
-    mgmt_bridge: str = Field(default="vmbr0", description="the host's management bridge: never touched")
+    mgmt_bridge: str = Field(
+        default="vmbr0", description="the host's management bridge: never touched"
+    )
     sdn_zone: str = Field(default="mlsl", description="SDN VLAN zone id when network_mode is sdn")
     insecure: bool = Field(default=False, description="accept a self-signed API certificate")
     pool: str | None = Field(default=None, description="resource pool (default: mlseclab-<lab>)")
@@ -128,7 +130,9 @@ class ProxmoxSettings(Strict):
     @classmethod
     def _https(cls, value: str) -> str:
         if not re.match(r"^https://[^/\s]+(:\d+)?/?$", value):
-            raise ValueError(f"{value!r} is not an API endpoint; write it as https://pve.example:8006/")
+            raise ValueError(
+                f"{value!r} is not an API endpoint; write it as https://pve.example:8006/"
+            )
         return value
 
 
@@ -230,7 +234,9 @@ class Mount(Strict):
     @classmethod
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/") or value == "/":
-            raise ValueError(f"{value!r} is not a mount point; use an absolute path like /srv/models")
+            raise ValueError(
+                f"{value!r} is not a mount point; use an absolute path like /srv/models"
+            )
         return value
 
 
@@ -253,7 +259,9 @@ class Flow(Strict):
     to: str
     port: Annotated[int, Field(ge=1, le=65535)]
     proto: Literal["tcp", "udp"] = "tcp"
-    network: str | None = Field(default=None, description="segment the flow uses (default: service)")
+    network: str | None = Field(
+        default=None, description="segment the flow uses (default: service)"
+    )
     description: str = ""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -267,7 +275,9 @@ class Waiver(Strict):
     control: str
     nodes: list[str] = Field(default_factory=lambda: [ALL])
     reason: str = Field(min_length=10)
-    expires: str | None = Field(default=None, description="ISO date after which it no longer applies")
+    expires: str | None = Field(
+        default=None, description="ISO date after which it no longer applies"
+    )
 
     @field_validator("control")
     @classmethod
@@ -305,6 +315,7 @@ class LabSpec(Strict):
 # Whole-lab rules
 # ---------------------------------------------------------------------------
 
+
 def _suggest(word: str, choices: Iterable[str]) -> str:
     match = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean {match[0]!r}?" if match else ""
@@ -322,7 +333,10 @@ def check_rules(spec: LabSpec) -> Iterator[tuple[Path, str]]:
     yield from _check_flows(spec)
     yield from _check_posture(spec)
     if spec.lab.target == "proxmox" and spec.lab.proxmox is None:
-        yield ("lab", "target"), "target proxmox needs a lab.proxmox section (endpoint, nodes, template)"
+        yield (
+            ("lab", "target"),
+            "target proxmox needs a lab.proxmox section (endpoint, nodes, template)",
+        )
 
 
 def _check_networks(spec: LabSpec) -> Iterator[tuple[Path, str]]:
@@ -330,44 +344,62 @@ def _check_networks(spec: LabSpec) -> Iterator[tuple[Path, str]]:
     items = list(spec.networks.items())
     for name, seg in items:
         if not SEGMENT_NAME.match(name):
-            yield ("networks", name), (
-                f"{name!r} is not a segment name; use 1-12 lowercase letters, digits and '-'"
+            yield (
+                ("networks", name),
+                (f"{name!r} is not a segment name; use 1-12 lowercase letters, digits and '-'"),
             )
         if seg.vlan in seen_vlan:
-            yield ("networks", name, "vlan"), (
-                f"VLAN id {seg.vlan} is already used by network {seen_vlan[seg.vlan]}; "
-                "each segment needs its own VLAN id"
+            yield (
+                ("networks", name, "vlan"),
+                (
+                    f"VLAN id {seg.vlan} is already used by network {seen_vlan[seg.vlan]}; "
+                    "each segment needs its own VLAN id"
+                ),
             )
         seen_vlan.setdefault(seg.vlan, name)
         if seg.network.prefixlen > 29:
-            yield ("networks", name, "cidr"), (
-                f"{seg.cidr} is too small for a segment; use a prefix of /29 or shorter"
+            yield (
+                ("networks", name, "cidr"),
+                (f"{seg.cidr} is too small for a segment; use a prefix of /29 or shorter"),
             )
         if seg.gateway is not None:
             gw = ipaddress.IPv4Address(seg.gateway)
-            if gw not in seg.network or gw in (seg.network.network_address,
-                                               seg.network.broadcast_address):
-                yield ("networks", name, "gateway"), (
-                    f"{seg.gateway} is not a host address of {name} ({seg.cidr})"
+            if gw not in seg.network or gw in (
+                seg.network.network_address,
+                seg.network.broadcast_address,
+            ):
+                yield (
+                    ("networks", name, "gateway"),
+                    (f"{seg.gateway} is not a host address of {name} ({seg.cidr})"),
                 )
     for i, (name_a, seg_a) in enumerate(items):
-        for name_b, seg_b in items[i + 1:]:
+        for name_b, seg_b in items[i + 1 :]:
             if seg_a.network.overlaps(seg_b.network):
-                yield ("networks", name_b, "cidr"), (
-                    f"{seg_b.cidr} overlaps network {name_a} ({seg_a.cidr}); "
-                    "segments need disjoint CIDRs"
+                yield (
+                    ("networks", name_b, "cidr"),
+                    (
+                        f"{seg_b.cidr} overlaps network {name_a} ({seg_a.cidr}); "
+                        "segments need disjoint CIDRs"
+                    ),
                 )
     uplink = ipaddress.IPv4Network(spec.lab.local.uplink_cidr)
     for name, seg in items:
         if uplink.overlaps(seg.network):
-            yield ("lab", "local", "uplink_cidr"), (
-                f"{uplink} overlaps network {name} ({seg.cidr}); choose a transit /30 outside the lab"
+            yield (
+                ("lab", "local", "uplink_cidr"),
+                (
+                    f"{uplink} overlaps network {name} ({seg.cidr}); "
+                    "choose a transit /30 outside the lab"
+                ),
             )
     mgmt = [n for n, s in items if s.purpose is Purpose.MGMT]
     if len(mgmt) != 1:
-        yield ("networks",), (
-            f"the lab needs exactly one network with purpose mgmt, found {len(mgmt)}"
-            + (f" ({', '.join(mgmt)})" if mgmt else "")
+        yield (
+            ("networks",),
+            (
+                f"the lab needs exactly one network with purpose mgmt, found {len(mgmt)}"
+                + (f" ({', '.join(mgmt)})" if mgmt else "")
+            ),
         )
 
 
@@ -378,23 +410,33 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
     for name, node in spec.nodes.items():
         base: Path = ("nodes", name)
         if not DNS_LABEL.match(name):
-            yield base, (
-                f"{name!r} is not a node name; use lowercase letters, digits and '-' (a DNS label)"
+            yield (
+                base,
+                (
+                    f"{name!r} is not a node name; "
+                    "use lowercase letters, digits and '-' (a DNS label)"
+                ),
             )
         if name in SPECIAL_SOURCES or name in {r.value for r in Role}:
             yield base, f"{name!r} is reserved (a role or a flow keyword); choose another node name"
         if node.vm_id is not None:
             if node.vm_id in seen_vmid:
-                yield (*base, "vm_id"), f"vm_id {node.vm_id} is already used by {seen_vmid[node.vm_id]}"
+                yield (
+                    (*base, "vm_id"),
+                    f"vm_id {node.vm_id} is already used by {seen_vmid[node.vm_id]}",
+                )
             seen_vmid.setdefault(node.vm_id, name)
         nets_seen: set[str] = set()
         for i, nic in enumerate(node.nics):
             where: Path = (*base, "nics", i)
             seg = spec.networks.get(nic.network)
             if seg is None:
-                yield (*where, "network"), (
-                    f"unknown network {nic.network!r}; declared: {_one_of(spec.networks)}"
-                    + _suggest(nic.network, spec.networks)
+                yield (
+                    (*where, "network"),
+                    (
+                        f"unknown network {nic.network!r}; declared: {_one_of(spec.networks)}"
+                        + _suggest(nic.network, spec.networks)
+                    ),
                 )
                 continue
             if nic.network in nets_seen:
@@ -405,34 +447,46 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             if addr not in net:
                 yield (*where, "ip"), f"{nic.ip} is outside network {nic.network} ({seg.cidr})"
                 continue
+            which = "network" if addr == net.network_address else "broadcast"
             if addr in (net.network_address, net.broadcast_address):
-                yield (*where, "ip"), (
-                    f"{nic.ip} is the {'network' if addr == net.network_address else 'broadcast'} "
-                    f"address of {nic.network} ({seg.cidr}); use a host address"
+                yield (
+                    (*where, "ip"),
+                    (
+                        f"{nic.ip} is the {which} address of {nic.network} ({seg.cidr}); "
+                        "use a host address"
+                    ),
                 )
             elif addr == seg.gateway_address:
-                yield (*where, "ip"), (
-                    f"{nic.ip} is the gateway of {nic.network}; the router owns it"
+                yield (
+                    (*where, "ip"),
+                    (f"{nic.ip} is the gateway of {nic.network}; the router owns it"),
                 )
             elif addr in seen_ip:
                 yield (*where, "ip"), f"{nic.ip} is already used by {seen_ip[addr]}"
             seen_ip.setdefault(addr, f"{name}.nics[{i}]")
         if mgmt_names and not nets_seen & mgmt_names:
-            yield (*base, "nics"), (
-                f"{name} has no NIC on the mgmt network ({_one_of(mgmt_names)}); "
-                "every node is managed over mgmt"
+            yield (
+                (*base, "nics"),
+                (
+                    f"{name} has no NIC on the mgmt network ({_one_of(mgmt_names)}); "
+                    "every node is managed over mgmt"
+                ),
             )
         if node.gpu is not None and node.kind is not NodeKind.VM:
-            yield (*base, "gpu"), (
-                f"a GPU needs a VM: {name} is a container; set kind: vm or remove gpu"
+            yield (
+                (*base, "gpu"),
+                (f"a GPU needs a VM: {name} is a container; set kind: vm or remove gpu"),
             )
         paths: set[str] = set()
         for i, mount in enumerate(node.mounts):
             where = (*base, "mounts", i)
             if mount.dataset not in spec.datasets:
-                yield (*where, "dataset"), (
-                    f"undeclared dataset {mount.dataset!r}; declared: {_one_of(spec.datasets)}"
-                    + _suggest(mount.dataset, spec.datasets)
+                yield (
+                    (*where, "dataset"),
+                    (
+                        f"undeclared dataset {mount.dataset!r}; declared: {_one_of(spec.datasets)}"
+                        + _suggest(mount.dataset, spec.datasets)
+                    ),
                 )
             if mount.path in paths:
                 yield (*where, "path"), f"{mount.path} is mounted twice on {name}"
@@ -463,9 +517,12 @@ def _check_flows(spec: LabSpec) -> Iterator[tuple[Path, str]]:
                 what = f"unknown role or node {value!r}"
             yield (*base, key), f"{what}; valid: {_one_of(valid)}" + _suggest(value, valid)
         if flow.network is not None and flow.network not in spec.networks:
-            yield (*base, "network"), (
-                f"unknown network {flow.network!r}; declared: {_one_of(spec.networks)}"
-                + _suggest(flow.network, spec.networks)
+            yield (
+                (*base, "network"),
+                (
+                    f"unknown network {flow.network!r}; declared: {_one_of(spec.networks)}"
+                    + _suggest(flow.network, spec.networks)
+                ),
             )
 
 
@@ -473,9 +530,12 @@ def _check_posture(spec: LabSpec) -> Iterator[tuple[Path, str]]:
     for i, waiver in enumerate(spec.posture.waivers):
         for j, node in enumerate(waiver.nodes):
             if node != ALL and node not in spec.nodes:
-                yield ("posture", "waivers", i, "nodes", j), (
-                    f"unknown node {node!r}; declared: {_one_of(spec.nodes)}"
-                    + _suggest(node, spec.nodes)
+                yield (
+                    ("posture", "waivers", i, "nodes", j),
+                    (
+                        f"unknown node {node!r}; declared: {_one_of(spec.nodes)}"
+                        + _suggest(node, spec.nodes)
+                    ),
                 )
 
 
@@ -500,9 +560,7 @@ def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     rest = list(loc)
     while rest and model is not None:
         key = rest.pop(0)
-        field = next(
-            (f for n, f in model.model_fields.items() if key in (n, f.alias)), None
-        )
+        field = next((f for n, f in model.model_fields.items() if key in (n, f.alias)), None)
         if field is None:
             return None
         model = _inner_model(field.annotation, rest)
@@ -552,9 +610,12 @@ def _describe(err: Any) -> str:
         word = kind.split("_", 1)[0]
         return f"expected {_TYPE_WORDS.get(word, word)}, got {shown}"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        return f"{shown} is out of range; {err['msg'].lower().replace('input should be ', 'must be ')}"
+        return (
+            f"{shown} is out of range; {err['msg'].lower().replace('input should be ', 'must be ')}"
+        )
     if kind in ("too_short", "too_long"):
-        return err["msg"].replace("List", "this list").replace("Dictionary", "this mapping")
+        msg = str(err["msg"])
+        return msg.replace("List", "this list").replace("Dictionary", "this mapping")
     if kind == "value_error":
         return str(err.get("ctx", {}).get("error", err["msg"]))
     return str(err["msg"])
@@ -572,8 +633,14 @@ def _dotted(loc: Iterable[str | int]) -> str:
 
 def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     # pydantic inserts union member names (e.g. 'int', 'ProxmoxTemplate') into locations
-    return tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()
-                                        or p in ("int", "str", "none", "function-after")))
+    return tuple(
+        p
+        for p in loc
+        if not (
+            (isinstance(p, str) and p[:1].isupper())
+            or p in ("int", "str", "none", "function-after")
+        )
+    )
 
 
 def parse_spec(text: str, file: str) -> LabSpec:
@@ -581,14 +648,33 @@ def parse_spec(text: str, file: str) -> LabSpec:
     if not text.strip() or all(
         not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
     ):
-        raise SpecError([SpecProblem(file, 1, "", (
-            "the file is empty; a lab spec needs the keys lab, networks and nodes "
-            "(see inventories/reference/lab.yaml)"))])
+        raise SpecError(
+            [
+                SpecProblem(
+                    file,
+                    1,
+                    "",
+                    (
+                        "the file is empty; a lab spec needs the keys lab, networks and nodes "
+                        "(see inventories/reference/lab.yaml)"
+                    ),
+                )
+            ]
+        )
     try:
         located = load_with_lines(text)
     except YamlSyntaxError as exc:
-        raise SpecError([SpecProblem(file, exc.line, "", f"YAML syntax error: {exc.problem}; "
-                                     "fix the YAML (indentation, quoting, ':' after keys)")]) from None
+        raise SpecError(
+            [
+                SpecProblem(
+                    file,
+                    exc.line,
+                    "",
+                    f"YAML syntax error: {exc.problem}; "
+                    "fix the YAML (indentation, quoting, ':' after keys)",
+                )
+            ]
+        ) from None
     return validate_data(located, file)
 
 
@@ -596,12 +682,27 @@ def validate_data(located: Located, file: str) -> LabSpec:
     problems: list[SpecProblem] = []
     for path, line, first in located.duplicates:
         what = "node name" if len(path) == 2 and path[0] == "nodes" else "key"
-        problems.append(SpecProblem(file, line, _dotted(path),
-                                    f"duplicate {what} {path[-1]!r} (first at line {first}); "
-                                    f"each {what} must be unique"))
+        problems.append(
+            SpecProblem(
+                file,
+                line,
+                _dotted(path),
+                f"duplicate {what} {path[-1]!r} (first at line {first}); "
+                f"each {what} must be unique",
+            )
+        )
     if not isinstance(located.data, dict):
-        problems.append(SpecProblem(file, 1, "", (
-            f"expected a mapping with keys lab, networks, nodes; got {type(located.data).__name__}")))
+        problems.append(
+            SpecProblem(
+                file,
+                1,
+                "",
+                (
+                    "expected a mapping with keys lab, networks, nodes; "
+                    f"got {type(located.data).__name__}"
+                ),
+            )
+        )
         raise SpecError(problems)
     try:
         spec = LabSpec.model_validate(located.data)
@@ -623,9 +724,26 @@ def load_spec(path: str | FsPath) -> LabSpec:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError([SpecProblem(str(p), 0, "", (
-            "no such file; pass a lab spec such as inventories/reference/lab.yaml"))]) from None
+        raise SpecError(
+            [
+                SpecProblem(
+                    str(p),
+                    0,
+                    "",
+                    ("no such file; pass a lab spec such as inventories/reference/lab.yaml"),
+                )
+            ]
+        ) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise SpecError([SpecProblem(str(p), 0, "", f"cannot read the spec: {exc.__class__.__name__}; "
-                                     "pass a readable UTF-8 YAML file")]) from None
+        raise SpecError(
+            [
+                SpecProblem(
+                    str(p),
+                    0,
+                    "",
+                    f"cannot read the spec: {exc.__class__.__name__}; "
+                    "pass a readable UTF-8 YAML file",
+                )
+            ]
+        ) from None
     return parse_spec(text, str(p))

@@ -102,8 +102,11 @@ class LabHome:
                     f"(the lock is {path} and is released when that process ends)"
                 ) from None
             os.ftruncate(fd, 0)
-            os.write(fd, f"mlseclab {command} (pid {os.getpid()}, since "
-                         f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
+            os.write(
+                fd,
+                f"mlseclab {command} (pid {os.getpid()}, since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode(),
+            )
             yield
         finally:
             os.close(fd)
@@ -115,8 +118,10 @@ class LabHome:
         except FileNotFoundError:
             return {}
         except json.JSONDecodeError as exc:
-            raise LabError(f"{self.state_file}: state is corrupt ({exc.msg}); "
-                           "run `mlseclab down --force` to clear the lab") from None
+            raise LabError(
+                f"{self.state_file}: state is corrupt ({exc.msg}); "
+                "run `mlseclab down --force` to clear the lab"
+            ) from None
         return data if isinstance(data, dict) else {}
 
     def write_state(self, state: dict[str, Any]) -> None:
@@ -131,8 +136,20 @@ class LabHome:
             for p in (tmp, tmp.with_suffix(".new.pub")):
                 p.unlink(missing_ok=True)
             subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"mlseclab@{self.lab}",
-                 "-f", str(tmp)], check=True, stdin=subprocess.DEVNULL,
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    f"mlseclab@{self.lab}",
+                    "-f",
+                    str(tmp),
+                ],
+                check=True,
+                stdin=subprocess.DEVNULL,
             )
             tmp.chmod(0o600)
             tmp.with_suffix(".new.pub").replace(self.ssh_key.with_suffix(".pub"))

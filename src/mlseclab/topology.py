@@ -92,10 +92,7 @@ class Rule:
     destination: str  # node name
     destination_addresses: tuple[str, ...]
     network: str | None
-
-    @property
-    def any_source(self) -> bool:
-        return not self.source_addresses
+    any_source: bool = False  # explicit: an empty source list never means "any"
 
 
 @dataclass(frozen=True)
@@ -143,6 +140,7 @@ class Topology:
             source_addresses = tuple(a for s in sources for a in self.nodes[s].addresses)
         for dst_name in self._endpoint_nodes(flow.to):
             dst = self.nodes[dst_name]
+            targets: tuple[Interface, ...]
             if flow.network is not None:
                 iface = dst.interface_on(flow.network)
                 targets = (iface,) if iface else ()
@@ -151,15 +149,19 @@ class Topology:
             if not targets:
                 continue
             own = set(dst.addresses)
+            rule_sources = tuple(s for s in sources if s != dst_name)
+            if flow.from_ != ANY and not rule_sources:
+                continue  # the flow's only source is its destination: nothing to allow
             yield Rule(
                 flow=flow.label,
                 proto=flow.proto,
                 port=flow.port,
-                sources=tuple(s for s in sources if s != dst_name),
+                sources=rule_sources,
                 source_addresses=tuple(a for a in source_addresses if a not in own),
                 destination=dst_name,
                 destination_addresses=tuple(t.ip for t in targets),
                 network=flow.network,
+                any_source=flow.from_ == ANY,
             )
 
     def ingress(self, node: str) -> tuple[Rule, ...]:
@@ -169,8 +171,7 @@ class Topology:
     def egress(self, node: str) -> tuple[Rule, ...]:
         """Rules ``node`` may use as a client: what its firewall lets out."""
         return tuple(
-            r for r in self.rules
-            if r.destination != node and (r.any_source or node in r.sources)
+            r for r in self.rules if r.destination != node and (r.any_source or node in r.sources)
         )
 
     # -- the matrix ----------------------------------------------------------
@@ -180,15 +181,17 @@ class Topology:
         found = {(f.proto, f.port) for f in self.spec.flows} | {("tcp", SSH_PORT)}
         return tuple(sorted(found, key=lambda p: (p[1], p[0])))
 
-    def allowed(self, source: str, source_address: str, address: str,
-                proto: str, port: int) -> Rule | None:
+    def allowed(
+        self, source: str, source_address: str, address: str, proto: str, port: int
+    ) -> Rule | None:
         for rule in self.rules:
             if rule.proto != proto or rule.port != port:
                 continue
             if address not in rule.destination_addresses:
                 continue
-            if rule.any_source or (source in rule.sources
-                                   and source_address in rule.source_addresses):
+            if rule.any_source or (
+                source in rule.sources and source_address in rule.source_addresses
+            ):
                 return rule
         return None
 
@@ -202,15 +205,28 @@ class Topology:
                 if src == dst.name:
                     continue
                 for iface in dst.interfaces:
-                    src_addr = (self.operator_address if src == OPERATOR
-                                else self.nodes[src].source_for(iface.ip))
+                    src_addr = (
+                        self.operator_address
+                        if src == OPERATOR
+                        else self.nodes[src].source_for(iface.ip)
+                    )
                     for proto, port in self.ports:
-                        rule = self.allowed(src, src_addr, iface.ip, proto, port) if src_addr else None
-                        cells.append(Reachability(
-                            source=src, source_address=src_addr, destination=dst.name,
-                            address=iface.ip, network=iface.network, proto=proto, port=port,
-                            allowed=rule is not None, flow=rule.flow if rule else None,
-                        ))
+                        rule = (
+                            self.allowed(src, src_addr, iface.ip, proto, port) if src_addr else None
+                        )
+                        cells.append(
+                            Reachability(
+                                source=src,
+                                source_address=src_addr,
+                                destination=dst.name,
+                                address=iface.ip,
+                                network=iface.network,
+                                proto=proto,
+                                port=port,
+                                allowed=rule is not None,
+                                flow=rule.flow if rule else None,
+                            )
+                        )
         return tuple(cells)
 
     # -- inventory -----------------------------------------------------------
@@ -236,11 +252,19 @@ def derive(spec: LabSpec) -> Topology:
         interfaces = []
         for i, nic in enumerate(node.nics):
             seg = spec.networks[nic.network]
-            interfaces.append(Interface(
-                node=name, index=i, name=f"eth{i}", network=nic.network, purpose=seg.purpose,
-                ip=nic.ip, prefixlen=seg.network.prefixlen, gateway=_gateway(spec, nic.network),
-                vlan=seg.vlan,
-            ))
+            interfaces.append(
+                Interface(
+                    node=name,
+                    index=i,
+                    name=f"eth{i}",
+                    network=nic.network,
+                    purpose=seg.purpose,
+                    ip=nic.ip,
+                    prefixlen=seg.network.prefixlen,
+                    gateway=_gateway(spec, nic.network),
+                    vlan=seg.vlan,
+                )
+            )
         mgmt = next(i for i in interfaces if i.purpose is Purpose.MGMT)
         service = next((i for i in interfaces if i.purpose is not Purpose.MGMT), mgmt)
         connected = {i.network for i in interfaces}
@@ -248,7 +272,13 @@ def derive(spec: LabSpec) -> Topology:
         for seg_name, seg in spec.networks.items():
             if seg_name not in connected:
                 routes.append(Route(seg.cidr, service.gateway, service.name))
-        nodes[name] = LabNode(name=name, role=node.role.value, kind=node.kind,
-                              interfaces=tuple(interfaces), routes=tuple(routes))
-    return Topology(spec=spec, nodes=nodes, operator_address=str(hosts[0]),
-                    router_uplink_address=str(hosts[-1]))
+        nodes[name] = LabNode(
+            name=name,
+            role=node.role.value,
+            kind=node.kind,
+            interfaces=tuple(interfaces),
+            routes=tuple(routes),
+        )
+    return Topology(
+        spec=spec, nodes=nodes, operator_address=str(hosts[0]), router_uplink_address=str(hosts[-1])
+    )

@@ -47,7 +47,7 @@ def _walk(node: yaml.Node, path: Path, loader: yaml.SafeLoader, out: Located) ->
         result: dict[Any, Any] = {}
         first_line: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = loader.construct_object(key_node, deep=True)
             key_line = key_node.start_mark.line + 1
             if not isinstance(key, str | int):
                 key = str(key)
@@ -61,14 +61,14 @@ def _walk(node: yaml.Node, path: Path, loader: yaml.SafeLoader, out: Located) ->
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_walk(item, (*path, i), loader, out) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+    return loader.construct_object(node, deep=True)
 
 
 def load_with_lines(text: str) -> Located:
     """Parse one YAML document; raise :class:`YamlSyntaxError` on bad YAML."""
     loader = yaml.SafeLoader(text)
     try:
-        root = loader.get_single_node()  # type: ignore[no-untyped-call]
+        root = loader.get_single_node()
         out = Located(data=None)
         if root is not None:
             out.data = _walk(root, (), loader, out)
@@ -81,4 +81,4 @@ def load_with_lines(text: str) -> Located:
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(1, str(exc)) from None
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()

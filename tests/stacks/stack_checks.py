@@ -50,8 +50,9 @@ def check_vlans(spec: LabSpec, resources: Resources) -> list[str]:
     """Each NIC sits on its segment's VLAN (bridge tag, or an SDN vnet with that tag)."""
     px = spec.lab.proxmox
     assert px is not None
-    vnet_tag = {r.inputs["resourceId"]: int(r.inputs["tag"])
-                for r in of_type(resources, provider.SDN_VNET)}
+    vnet_tag = {
+        r.inputs["resourceId"]: int(r.inputs["tag"]) for r in of_type(resources, provider.SDN_VNET)
+    }
     problems = []
     for name, vm in vms(resources).items():
         nics = vm.inputs.get("networkDevices") or []
@@ -63,12 +64,16 @@ def check_vlans(spec: LabSpec, resources: Resources) -> list[str]:
             want = spec.networks[seg].vlan
             if px.network_mode == "bridge":
                 if nic.get("bridge") != px.lab_bridge or nic.get("vlanId") != float(want):
-                    problems.append(f"{name}.net{i}: {nic.get('bridge')}/{nic.get('vlanId')}, "
-                                    f"want {px.lab_bridge}/{want} ({seg})")
+                    problems.append(
+                        f"{name}.net{i}: {nic.get('bridge')}/{nic.get('vlanId')}, "
+                        f"want {px.lab_bridge}/{want} ({seg})"
+                    )
             else:
                 if "vlanId" in nic or vnet_tag.get(nic.get("bridge")) != want:
-                    problems.append(f"{name}.net{i}: vnet {nic.get('bridge')} tag "
-                                    f"{vnet_tag.get(nic.get('bridge'))}, want {want} ({seg})")
+                    problems.append(
+                        f"{name}.net{i}: vnet {nic.get('bridge')} tag "
+                        f"{vnet_tag.get(nic.get('bridge'))}, want {want} ({seg})"
+                    )
     return problems
 
 
@@ -76,23 +81,33 @@ def check_no_mgmt_bridge(spec: LabSpec, resources: Resources) -> list[str]:
     """Nothing on, or done to, the host's management bridge."""
     px = spec.lab.proxmox
     assert px is not None
-    problems = [f"{name}: a NIC on {px.mgmt_bridge}" for name, vm in vms(resources).items()
-                for nic in vm.inputs.get("networkDevices") or []
-                if nic.get("bridge") == px.mgmt_bridge]
-    problems += [f"bridge resource for {px.mgmt_bridge}"
-                 for r in of_type(resources, provider.BRIDGE)
-                 if r.inputs.get("name") == px.mgmt_bridge]
-    problems += [f"SDN zone on {px.mgmt_bridge}" for r in of_type(resources, provider.SDN_VLAN_ZONE)
-                 if r.inputs.get("bridge") == px.mgmt_bridge]
+    problems = [
+        f"{name}: a NIC on {px.mgmt_bridge}"
+        for name, vm in vms(resources).items()
+        for nic in vm.inputs.get("networkDevices") or []
+        if nic.get("bridge") == px.mgmt_bridge
+    ]
+    problems += [
+        f"bridge resource for {px.mgmt_bridge}"
+        for r in of_type(resources, provider.BRIDGE)
+        if r.inputs.get("name") == px.mgmt_bridge
+    ]
+    problems += [
+        f"SDN zone on {px.mgmt_bridge}"
+        for r in of_type(resources, provider.SDN_VLAN_ZONE)
+        if r.inputs.get("bridge") == px.mgmt_bridge
+    ]
     return problems
 
 
 def check_nic_firewall(resources: Resources) -> list[str]:
     """The firewall is on for every NIC of every VM."""
-    return [f"{name}.net{i}: firewall {nic.get('firewall')!r}"
-            for name, vm in vms(resources).items()
-            for i, nic in enumerate(vm.inputs.get("networkDevices") or [])
-            if nic.get("firewall") is not True]
+    return [
+        f"{name}.net{i}: firewall {nic.get('firewall')!r}"
+        for name, vm in vms(resources).items()
+        for i, nic in enumerate(vm.inputs.get("networkDevices") or [])
+        if nic.get("firewall") is not True
+    ]
 
 
 def check_gpu(spec: LabSpec, resources: Resources) -> list[str]:
@@ -146,8 +161,11 @@ def check_flows(spec: LabSpec, resources: Resources) -> list[str]:
     groups = {r.inputs["name"]: r for r in of_type(resources, provider.SECURITY_GROUP)}
     role_of_group = {}
     for node in spec.nodes.values():
-        matches = [g for g, r in groups.items()
-                   if r.inputs.get("comment", "").endswith(f"ingress of role {node.role.value}")]
+        matches = [
+            g
+            for g, r in groups.items()
+            if r.inputs.get("comment", "").endswith(f"ingress of role {node.role.value}")
+        ]
         if len(matches) != 1:
             problems.append(f"role {node.role.value}: {len(matches)} security groups")
             continue
@@ -158,8 +176,15 @@ def check_flows(spec: LabSpec, resources: Resources) -> list[str]:
             if rule.get("type") != "in" or rule.get("action") != "ACCEPT":
                 problems.append(f"group {gname}: unexpected rule {rule}")
                 continue
-            got_in.add((role_of_group.get(gname, "?"), rule.get("proto"), rule.get("dport"),
-                        rule.get("source", ""), rule.get("dest", "")))
+            got_in.add(
+                (
+                    role_of_group.get(gname, "?"),
+                    rule.get("proto"),
+                    rule.get("dport"),
+                    rule.get("source", ""),
+                    rule.get("dest", ""),
+                )
+            )
     problems += [f"missing ingress {r}" for r in sorted(want_in - got_in)]
     problems += [f"ingress allowed beyond the flows: {r}" for r in sorted(got_in - want_in)]
 
@@ -185,8 +210,11 @@ def check_flows(spec: LabSpec, resources: Resources) -> list[str]:
         problems += [f"{node}: egress beyond the flows {r}" for r in sorted(got_out - want)]
     problems += [f"{n}: no VM firewall rules" for n in spec.nodes if n not in seen]
     labels = {f.label for f in spec.flows}
-    covered = {r.get("comment", "").removeprefix("flow ") for g in groups.values()
-               for r in g.inputs.get("rules") or []}
+    covered = {
+        r.get("comment", "").removeprefix("flow ")
+        for g in groups.values()
+        for r in g.inputs.get("rules") or []
+    }
     from_any = {f.label for f in spec.flows if f.from_ == ANY}
     resolved = {r.flow for r in derive(spec).rules if r.source_addresses or r.flow in from_any}
     problems += [f"flow {f} has no rule" for f in sorted(labels & resolved - covered)]
@@ -195,16 +223,22 @@ def check_flows(spec: LabSpec, resources: Resources) -> list[str]:
 
 def check_default_drop(resources: Resources) -> list[str]:
     """Every VM's firewall options: enabled, DROP in and out, IP and MAC filters on."""
-    options = {int(r.inputs["vmId"]): r.inputs
-               for r in of_type(resources, provider.FIREWALL_OPTIONS)}
+    options = {
+        int(r.inputs["vmId"]): r.inputs for r in of_type(resources, provider.FIREWALL_OPTIONS)
+    }
     problems = []
     for name, vm in vms(resources).items():
         opt = options.get(int(vm.inputs["vmId"]))
         if opt is None:
             problems.append(f"{name}: no firewall options")
             continue
-        for key, want in (("enabled", True), ("inputPolicy", "DROP"), ("outputPolicy", "DROP"),
-                          ("ipfilter", True), ("macfilter", True)):
+        for key, want in (
+            ("enabled", True),
+            ("inputPolicy", "DROP"),
+            ("outputPolicy", "DROP"),
+            ("ipfilter", True),
+            ("macfilter", True),
+        ):
             if opt.get(key) != want:
                 problems.append(f"{name}: {key}={opt.get(key)!r}, want {want!r}")
     return problems
@@ -229,10 +263,13 @@ def check_mounts(spec: LabSpec, resources: Resources) -> list[str]:
             paths = [m["path"] for m in mapping.inputs.get("maps") or []]
             if f"dataset={mount.dataset} " not in comment:
                 problems.append(f"{name}: {mount.path} maps {comment}")
-            if mount.mode == "ro" and ("mode=ro" not in comment
-                                       or not all(f"/ro/{mount.dataset}" in p for p in paths)):
-                problems.append(f"{name}: read-only {mount.path} uses writable mapping "
-                                f"{entry.get('mapping')} ({paths})")
+            if mount.mode == "ro" and (
+                "mode=ro" not in comment or not all(f"/ro/{mount.dataset}" in p for p in paths)
+            ):
+                problems.append(
+                    f"{name}: read-only {mount.path} uses writable mapping "
+                    f"{entry.get('mapping')} ({paths})"
+                )
             if entry.get("exposeAcl") or entry.get("exposeXattr"):
                 problems.append(f"{name}: {mount.path} exposes ACLs/xattrs")
     return problems
@@ -244,8 +281,10 @@ def check_protected(spec: LabSpec, resources: Resources) -> list[str]:
     for r in of_type(resources, provider.DIR_MAPPING):
         dataset = r.inputs["comment"].split("dataset=", 1)[1].split()[0]
         if r.protect != spec.datasets[dataset].protect:
-            problems.append(f"{r.inputs['name']}: protect {r.protect}, dataset protect "
-                            f"{spec.datasets[dataset].protect}")
+            problems.append(
+                f"{r.inputs['name']}: protect {r.protect}, dataset protect "
+                f"{spec.datasets[dataset].protect}"
+            )
     return problems
 
 
@@ -253,9 +292,11 @@ def check_vm_ids(spec: LabSpec, resources: Resources) -> list[str]:
     """VM ids are unique, and the spec's where it gives one."""
     ids = {name: int(vm.inputs["vmId"]) for name, vm in vms(resources).items()}
     problems = [f"vm_id {i} used {c} times" for i, c in Counter(ids.values()).items() if c > 1]
-    problems += [f"{n}: vm_id {ids.get(n)}, spec says {node.vm_id}"
-                 for n, node in spec.nodes.items()
-                 if node.vm_id is not None and ids.get(n) != node.vm_id]
+    problems += [
+        f"{n}: vm_id {ids.get(n)}, spec says {node.vm_id}"
+        for n, node in spec.nodes.items()
+        if node.vm_id is not None and ids.get(n) != node.vm_id
+    ]
     return problems
 
 
@@ -286,10 +327,15 @@ def check_cloud_init(spec: LabSpec, resources: Resources, key: str) -> list[str]
 
 def all_problems(spec: LabSpec, resources: Resources, key: str) -> list[str]:
     return [
-        *check_inventory(spec, resources), *check_vlans(spec, resources),
-        *check_no_mgmt_bridge(spec, resources), *check_nic_firewall(resources),
-        *check_gpu(spec, resources), *check_flows(spec, resources),
-        *check_default_drop(resources), *check_mounts(spec, resources),
-        *check_protected(spec, resources), *check_vm_ids(spec, resources),
+        *check_inventory(spec, resources),
+        *check_vlans(spec, resources),
+        *check_no_mgmt_bridge(spec, resources),
+        *check_nic_firewall(resources),
+        *check_gpu(spec, resources),
+        *check_flows(spec, resources),
+        *check_default_drop(resources),
+        *check_mounts(spec, resources),
+        *check_protected(spec, resources),
+        *check_vm_ids(spec, resources),
         *check_cloud_init(spec, resources, key),
     ]

@@ -19,8 +19,13 @@ from mlseclab.spec import LabSpec, check_rules
 
 REFERENCE = Path(__file__).resolve().parents[2] / "inventories" / "reference" / "lab.yaml"
 
-ROLES_SEGMENT = {"gateway": "edge", "inference": "inference", "vectordb": "data",
-                 "rag": "app", "observability": "obs"}
+ROLES_SEGMENT = {
+    "gateway": "edge",
+    "inference": "inference",
+    "vectordb": "data",
+    "rag": "app",
+    "observability": "obs",
+}
 
 
 def reference_data() -> dict[str, Any]:
@@ -30,8 +35,10 @@ def reference_data() -> dict[str, Any]:
 
 def _rebase(data: dict[str, Any], second_octet: int) -> None:
     """Move every segment and address from 10.66.x.y to 10.<second_octet>.x.y."""
+
     def move(text: str) -> str:
         return text.replace("10.66.", f"10.{second_octet}.", 1)
+
     for seg in data["networks"].values():
         seg["cidr"] = move(seg["cidr"])
     for node in data["nodes"].values():
@@ -52,13 +59,20 @@ def lab_specs(draw: st.DrawFn) -> LabSpec:
     data["lab"]["target"] = "proxmox"
     px = data["lab"]["proxmox"]
     px["network_mode"] = draw(st.sampled_from(["bridge", "sdn"]))
-    px["nodes"] = draw(st.sampled_from([["pve-01"], ["pve-01", "pve-02"],
-                                        ["pve-01", "pve-02", "pve-03"]]))
+    px["nodes"] = draw(
+        st.sampled_from([["pve-01"], ["pve-01", "pve-02"], ["pve-01", "pve-02", "pve-03"]])
+    )
     if draw(st.booleans()):
         px["template"] = {"tag": "debian-13-cloudinit"}
     # VLAN ids: distinct, anywhere in range.
-    vlans = draw(st.lists(st.integers(1, 4094), min_size=len(data["networks"]),
-                          max_size=len(data["networks"]), unique=True))
+    vlans = draw(
+        st.lists(
+            st.integers(1, 4094),
+            min_size=len(data["networks"]),
+            max_size=len(data["networks"]),
+            unique=True,
+        )
+    )
     for seg, vlan in zip(data["networks"].values(), vlans, strict=True):
         seg["vlan"] = vlan
     _rebase(data, draw(st.integers(1, 254)))
@@ -73,9 +87,14 @@ def lab_specs(draw: st.DrawFn) -> LabSpec:
         mgmt_net = ipaddress.IPv4Network(data["networks"]["mgmt"]["cidr"])
         svc_net = ipaddress.IPv4Network(data["networks"][seg]["cidr"])
         node: dict[str, Any] = {
-            "role": role, "kind": "vm", "cpu": 2, "memory": 2048,
-            "nics": [{"network": "mgmt", "ip": str(mgmt_net.network_address + host)},
-                     {"network": seg, "ip": str(svc_net.network_address + host)}],
+            "role": role,
+            "kind": "vm",
+            "cpu": 2,
+            "memory": 2048,
+            "nics": [
+                {"network": "mgmt", "ip": str(mgmt_net.network_address + host)},
+                {"network": seg, "ip": str(svc_net.network_address + host)},
+            ],
             "tags": draw(st.sampled_from([[], ["training"]])),
         }
         if draw(st.booleans()):
@@ -85,12 +104,17 @@ def lab_specs(draw: st.DrawFn) -> LabSpec:
     for node in data["nodes"].values():
         node.pop("gpu", None)
         if draw(st.booleans()):
-            node["gpu"] = {"mapping": draw(st.sampled_from(["gpu-a", "gpu-inference"])),
-                           "count": draw(st.integers(1, 2))}
-        datasets = draw(st.lists(st.sampled_from(sorted(data["datasets"])), unique=True,
-                                 max_size=2))
-        node["mounts"] = [{"dataset": d, "path": f"/srv/{d}",
-                           "mode": draw(st.sampled_from(["ro", "rw"]))} for d in datasets]
+            node["gpu"] = {
+                "mapping": draw(st.sampled_from(["gpu-a", "gpu-inference"])),
+                "count": draw(st.integers(1, 2)),
+            }
+        datasets = draw(
+            st.lists(st.sampled_from(sorted(data["datasets"])), unique=True, max_size=2)
+        )
+        node["mounts"] = [
+            {"dataset": d, "path": f"/srv/{d}", "mode": draw(st.sampled_from(["ro", "rw"]))}
+            for d in datasets
+        ]
     for ds in data["datasets"].values():
         ds["protect"] = draw(st.booleans())
     _prune_flows(data)

@@ -24,29 +24,33 @@ def test_offline_plan_lists_every_resource(target: ProxmoxTarget) -> None:
     vms = [p for p in plan if p.type == "proxmoxve:index/vmLegacy:VmLegacy"]
     assert len(vms) == 5
     gpu = next(p for p in vms if p.name == "reference-inference-01-vm")
-    assert gpu.summary.startswith("vm_id 6612 on pve-01, q35/ovmf, gpu mapping gpu-inference, "
-                                  "2 NICs vlan 10,30")
+    assert gpu.summary.startswith(
+        "vm_id 6612 on pve-01, q35/ovmf, gpu mapping gpu-inference, 2 NICs vlan 10,30"
+    )
     assert gpu.parent == "reference-inference-01"
     assert plan == target.plan_offline()  # same order, same content on every run
 
 
-def test_preflight_names_a_missing_cli(target: ProxmoxTarget,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_preflight_names_a_missing_cli(
+    target: ProxmoxTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(px.shutil, "which", lambda _name: None)
     with pytest.raises(TargetError, match="pulumi CLI is not on PATH"):
         target.preflight()
 
 
-def test_preflight_names_a_missing_plugin(target: ProxmoxTarget, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_preflight_names_a_missing_plugin(
+    target: ProxmoxTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(px.shutil, "which", lambda _name: "/usr/bin/pulumi")
     monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "home"))
     with pytest.raises(TargetError, match=r"pulumi plugin install resource proxmoxve 8\.6\.0"):
         target.preflight()
 
 
-def test_preflight_names_a_missing_token(target: ProxmoxTarget, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_preflight_names_a_missing_token(
+    target: ProxmoxTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(px.shutil, "which", lambda _name: "/usr/bin/pulumi")
     (tmp_path / "home" / "plugins" / "resource-proxmoxve-v8.6.0").mkdir(parents=True)
     monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "home"))
@@ -56,7 +60,8 @@ def test_preflight_names_a_missing_token(target: ProxmoxTarget, tmp_path: Path,
 
 
 def test_preflight_names_an_endpoint_that_does_not_answer(
-        target: ProxmoxTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target: ProxmoxTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(px.shutil, "which", lambda _name: "/usr/bin/pulumi")
     (tmp_path / "home" / "plugins" / "resource-proxmoxve-v8.6.0").mkdir(parents=True)
     monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "home"))
@@ -71,8 +76,10 @@ def test_missing_privilege_is_named() -> None:
     required = [("/pool/lab", "VM.Allocate", "create VMs"), ("/vms/9000", "VM.Clone", "clone")]
     granted = {"/": {"VM.Allocate": 1}}
     assert px.missing_privileges(granted, required) == [("/vms/9000", "VM.Clone", "clone")]
-    assert px.missing_privileges({"/vms": {"VM.Clone": 1}, "/pool/lab": {"VM.Allocate": 1}},
-                                 required) == []
+    assert (
+        px.missing_privileges({"/vms": {"VM.Clone": 1}, "/pool/lab": {"VM.Allocate": 1}}, required)
+        == []
+    )
 
 
 def test_required_privileges_cover_the_lab(target: ProxmoxTarget) -> None:
@@ -85,14 +92,16 @@ def test_required_privileges_cover_the_lab(target: ProxmoxTarget) -> None:
 def test_engine_errors_become_one_actionable_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROXMOX_VE_API_TOKEN", "ops@pve!lab=abcdef-secret")
     line = px.explain("error: 403 Forbidden: Permission check failed (/vms/6612, VM.Allocate)")
-    assert line == ("the API token lacks VM.Allocate on /vms/6612; grant it with an ACL "
-                    "(see docs/proxmox.md)")
+    assert line == (
+        "the API token lacks VM.Allocate on /vms/6612; grant it with an ACL (see docs/proxmox.md)"
+    )
     other = px.explain("error: something failed with PVEAPIToken=ops@pve!lab=abcdef-secret")
     assert "abcdef-secret" not in other and other.startswith("pulumi failed:")
 
 
 def test_passphrase_file_is_private_and_never_in_env_values(
-        target: ProxmoxTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    target: ProxmoxTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE", raising=False)
     monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE_FILE", raising=False)
     env = target.passphrase_env()
@@ -104,8 +113,9 @@ def test_passphrase_file_is_private_and_never_in_env_values(
         target.passphrase_env()
 
 
-def test_file_backend_under_the_lab_state(target: ProxmoxTarget,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_file_backend_under_the_lab_state(
+    target: ProxmoxTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("PULUMI_BACKEND_URL", raising=False)
     assert target.backend_url() == (target.state_dir / "pulumi").resolve().as_uri()
     monkeypatch.setenv("PULUMI_BACKEND_URL", "s3://bucket/lab")

@@ -27,8 +27,10 @@ def test_preview_then_optionally_apply(reference_spec: LabSpec, tmp_path: Path) 
     target = ProxmoxTarget(reference_spec, REFERENCE, tmp_path / "state")
     target.preflight()
     plan = target.plan()
-    assert any("proxmoxve:index/vmLegacy:VmLegacy" in step for step in plan.steps) or \
-        plan.changes.get("same", 0) > 0
+    assert (
+        any("proxmoxve:index/vmLegacy:VmLegacy" in step for step in plan.steps)
+        or plan.changes.get("same", 0) > 0
+    )
     if os.environ.get("MLSECLAB_IT_APPLY") != "1":
         return
     nodes = target.up(on_event=print)

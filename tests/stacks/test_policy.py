@@ -14,8 +14,9 @@ Resources = list[CapturedResource]
 
 
 def _vm(resources: Resources, name: str) -> dict[str, object]:
-    return copy.deepcopy(next(r.inputs for r in resources
-                              if r.type == provider.VM and r.inputs["name"] == name))
+    return copy.deepcopy(
+        next(r.inputs for r in resources if r.type == provider.VM and r.inputs["name"] == name)
+    )
 
 
 def test_type_tokens_match_the_provider_module() -> None:
@@ -43,15 +44,20 @@ def test_nic_without_firewall_violates(reference_resources: Resources) -> None:
     vm = _vm(reference_resources, "gateway-01")
     vm["networkDevices"][0]["firewall"] = False  # type: ignore[index]
     assert rules.check_vm_firewall_nics(rules.VM, vm) == [
-        "net0 has the Proxmox firewall off; set firewall: true on every NIC"]
+        "net0 has the Proxmox firewall off; set firewall: true on every NIC"
+    ]
     assert rules.check_vm_firewall_nics(rules.VM, {"networkDevices": []})
 
 
 def test_vm_without_firewall_options_violates(reference_resources: Resources) -> None:
-    stack = [(r.type, r.name, r.inputs) for r in reference_resources
-             if not (r.type == provider.FIREWALL_OPTIONS and r.inputs["vmId"] == 6613.0)]
+    stack = [
+        (r.type, r.name, r.inputs)
+        for r in reference_resources
+        if not (r.type == provider.FIREWALL_OPTIONS and r.inputs["vmId"] == 6613.0)
+    ]
     assert [m for _n, m in rules.check_vm_firewall_enabled(stack)] == [
-        "VM 6613.0 has no firewall options: its firewall is off"]
+        "VM 6613.0 has no firewall options: its firewall is off"
+    ]
 
 
 def test_accepting_policy_violates(reference_resources: Resources) -> None:
@@ -64,26 +70,35 @@ def test_accepting_policy_violates(reference_resources: Resources) -> None:
     assert len(rules.check_vm_firewall_enabled(stack)) == 1
 
 
-@pytest.mark.parametrize("hostpci, machine, bios", [
-    ({"device": "hostpci0", "id": "0000:01:00.0", "pcie": True}, "q35", "ovmf"),
-    ({"device": "hostpci0", "mapping": "gpu-inference", "pcie": True}, "pc", "ovmf"),
-    ({"device": "hostpci0", "mapping": "gpu-inference", "pcie": True}, "q35", "seabios"),
-])
-def test_gpu_outside_a_mapping_or_q35_ovmf_violates(reference_resources: Resources,
-                                                    hostpci: dict[str, object],
-                                                    machine: str, bios: str) -> None:
+@pytest.mark.parametrize(
+    "hostpci, machine, bios",
+    [
+        ({"device": "hostpci0", "id": "0000:01:00.0", "pcie": True}, "q35", "ovmf"),
+        ({"device": "hostpci0", "mapping": "gpu-inference", "pcie": True}, "pc", "ovmf"),
+        ({"device": "hostpci0", "mapping": "gpu-inference", "pcie": True}, "q35", "seabios"),
+    ],
+)
+def test_gpu_outside_a_mapping_or_q35_ovmf_violates(
+    reference_resources: Resources, hostpci: dict[str, object], machine: str, bios: str
+) -> None:
     vm = _vm(reference_resources, "inference-01")
     vm.update(hostpcis=[hostpci], machine=machine, bios=bios)
     assert rules.check_gpu_through_mappings(rules.VM, vm)
 
 
 def test_unprotected_mapping_of_protected_dataset_violates(reference_resources: Resources) -> None:
-    models = next(r for r in reference_resources
-                  if r.type == provider.DIR_MAPPING and "dataset=models " in r.inputs["comment"])
+    models = next(
+        r
+        for r in reference_resources
+        if r.type == provider.DIR_MAPPING and "dataset=models " in r.inputs["comment"]
+    )
     assert models.protect
     assert rules.check_protected_dataset_retained(rules.DIR_MAPPING, models.inputs, False)
-    logs = next(r for r in reference_resources
-                if r.type == provider.DIR_MAPPING and "dataset=logs " in r.inputs["comment"])
+    logs = next(
+        r
+        for r in reference_resources
+        if r.type == provider.DIR_MAPPING and "dataset=logs " in r.inputs["comment"]
+    )
     assert rules.check_protected_dataset_retained(rules.DIR_MAPPING, logs.inputs, False) == []
 
 
@@ -91,8 +106,8 @@ def test_service_vm_with_only_a_mgmt_nic_violates(reference_resources: Resources
     vm = _vm(reference_resources, "rag-01")
     vm["networkDevices"] = vm["networkDevices"][:1]  # type: ignore[index]
     assert rules.check_service_nic(rules.VM, vm) == [
-        "service VM (role rag) has only a mgmt NIC (vmbr1/10); "
-        "give it a NIC on its service segment"]
+        "service VM (role rag) has only a mgmt NIC (vmbr1/10); give it a NIC on its service segment"
+    ]
 
 
 def test_nic_on_host_mgmt_bridge_violates(reference_resources: Resources) -> None:

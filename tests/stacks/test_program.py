@@ -30,8 +30,9 @@ def test_nic_vlans_match_segments(reference_spec: LabSpec, reference_resources: 
     assert [n["vlanId"] for n in vm.inputs["networkDevices"]] == [10.0, 30.0]
 
 
-def test_nothing_on_the_management_bridge(reference_spec: LabSpec,
-                                          reference_resources: Resources) -> None:
+def test_nothing_on_the_management_bridge(
+    reference_spec: LabSpec, reference_resources: Resources
+) -> None:
     assert checks.check_no_mgmt_bridge(reference_spec, reference_resources) == []
 
 
@@ -39,16 +40,19 @@ def test_every_nic_has_the_firewall_on(reference_resources: Resources) -> None:
     assert checks.check_nic_firewall(reference_resources) == []
 
 
-def test_gpu_nodes_are_q35_ovmf_with_a_mapping(reference_spec: LabSpec,
-                                               reference_resources: Resources) -> None:
+def test_gpu_nodes_are_q35_ovmf_with_a_mapping(
+    reference_spec: LabSpec, reference_resources: Resources
+) -> None:
     assert checks.check_gpu(reference_spec, reference_resources) == []
     vm = checks.vms(reference_resources)["inference-01"]
-    assert vm.inputs["hostpcis"] == [{"device": "hostpci0", "mapping": "gpu-inference",
-                                      "pcie": True}]
+    assert vm.inputs["hostpcis"] == [
+        {"device": "hostpci0", "mapping": "gpu-inference", "pcie": True}
+    ]
 
 
-def test_flows_are_the_only_traffic_allowed(reference_spec: LabSpec,
-                                            reference_resources: Resources) -> None:
+def test_flows_are_the_only_traffic_allowed(
+    reference_spec: LabSpec, reference_resources: Resources
+) -> None:
     assert checks.check_flows(reference_spec, reference_resources) == []
     assert checks.check_default_drop(reference_resources) == []
 
@@ -62,17 +66,23 @@ def test_self_flow_does_not_open_the_source_to_everyone(reference_resources: Res
                 assert rule["source"] == "10.66.10.15,10.66.60.15"
 
 
-def test_read_only_mounts_are_read_only(reference_spec: LabSpec,
-                                        reference_resources: Resources) -> None:
+def test_read_only_mounts_are_read_only(
+    reference_spec: LabSpec, reference_resources: Resources
+) -> None:
     assert checks.check_mounts(reference_spec, reference_resources) == []
-    models = next(r for r in checks.of_type(reference_resources, provider.DIR_MAPPING)
-                  if r.inputs["name"] == "reference-models-ro")
-    assert models.inputs["maps"] == [{"node": "pve-01",
-                                      "path": "/var/lib/mlseclab/reference/ro/models"}]
+    models = next(
+        r
+        for r in checks.of_type(reference_resources, provider.DIR_MAPPING)
+        if r.inputs["name"] == "reference-models-ro"
+    )
+    assert models.inputs["maps"] == [
+        {"node": "pve-01", "path": "/var/lib/mlseclab/reference/ro/models"}
+    ]
 
 
-def test_protected_datasets_are_retained(reference_spec: LabSpec,
-                                         reference_resources: Resources) -> None:
+def test_protected_datasets_are_retained(
+    reference_spec: LabSpec, reference_resources: Resources
+) -> None:
     assert checks.check_protected(reference_spec, reference_resources) == []
 
 
@@ -83,8 +93,9 @@ def test_vm_ids_unique_and_stable(reference_spec: LabSpec, reference_resources: 
     assert ids(again) == ids(reference_resources)
 
 
-def test_cloud_init_gateway_only_on_service_nic(reference_spec: LabSpec,
-                                                reference_resources: Resources) -> None:
+def test_cloud_init_gateway_only_on_service_nic(
+    reference_spec: LabSpec, reference_resources: Resources
+) -> None:
     assert checks.check_cloud_init(reference_spec, reference_resources, TEST_SSH_KEY) == []
 
 
@@ -139,13 +150,17 @@ def test_broken_vlan_is_caught(reference_spec: LabSpec, reference_resources: Res
 
 
 def test_raw_pci_id_is_caught(reference_spec: LabSpec, reference_resources: Resources) -> None:
-    broken = _replace_vm(reference_resources, "inference-01",
-                         hostpcis=[{"device": "hostpci0", "id": "0000:01:00.0", "pcie": True}])
+    broken = _replace_vm(
+        reference_resources,
+        "inference-01",
+        hostpcis=[{"device": "hostpci0", "id": "0000:01:00.0", "pcie": True}],
+    )
     assert checks.check_gpu(reference_spec, broken)
 
 
-def test_ro_mount_on_writable_mapping_is_caught(reference_spec: LabSpec,
-                                                reference_resources: Resources) -> None:
+def test_ro_mount_on_writable_mapping_is_caught(
+    reference_spec: LabSpec, reference_resources: Resources
+) -> None:
     vm = checks.vms(reference_resources)["inference-01"]
     fs = copy.deepcopy(vm.inputs["virtiofs"])
     fs[0]["mapping"] = "reference-vectors"
@@ -153,23 +168,34 @@ def test_ro_mount_on_writable_mapping_is_caught(reference_spec: LabSpec,
     assert checks.check_mounts(reference_spec, broken)
 
 
-def test_broken_build_extra_port_is_caught(reference_spec: LabSpec,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broken_build_extra_port_is_caught(
+    reference_spec: LabSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A build that opens one port beyond the flows fails check_flows."""
     real = firewall.role_group_rules
 
     def leaky(*args: object, **kwargs: object) -> list[dict[str, object]]:
         rules = real(*args, **kwargs)  # type: ignore[arg-type]
-        return [*rules, {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": "6379",
-                         "dest": "10.66.40.13", "comment": "debug"}]
+        return [
+            *rules,
+            {
+                "type": "in",
+                "action": "ACCEPT",
+                "proto": "tcp",
+                "dport": "6379",
+                "dest": "10.66.40.13",
+                "comment": "debug",
+            },
+        ]
 
     monkeypatch.setattr(firewall, "role_group_rules", leaky)
     problems = checks.check_flows(reference_spec, capture(reference_spec))
     assert problems and all("beyond the flows" in p for p in problems)
 
 
-def test_broken_build_output_accept_is_caught(reference_spec: LabSpec,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broken_build_output_accept_is_caught(
+    reference_spec: LabSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A build whose VMs may send anywhere fails check_default_drop."""
     monkeypatch.setitem(firewall.VM_FIREWALL_OPTIONS, "output_policy", "ACCEPT")
     problems = checks.check_default_drop(capture(reference_spec))
@@ -180,7 +206,8 @@ def test_broken_build_output_accept_is_caught(reference_spec: LabSpec,
 def test_lab_bridge_equal_to_mgmt_bridge_is_refused(reference_spec: LabSpec) -> None:
     assert reference_spec.lab.proxmox is not None
     px = reference_spec.lab.proxmox.model_copy(update={"lab_bridge": "vmbr0"})
-    spec = reference_spec.model_copy(update={
-        "lab": reference_spec.lab.model_copy(update={"proxmox": px})})
+    spec = reference_spec.model_copy(
+        update={"lab": reference_spec.lab.model_copy(update={"proxmox": px})}
+    )
     with pytest.raises(ValueError, match="management bridge"):
         capture(spec)

@@ -26,8 +26,14 @@ def test_vm_ids_do_not_move_when_a_node_is_added(spec: LabSpec) -> None:
     before = vm_ids(spec)
     assert vm_ids(spec) == before  # same spec, same ids
     first = next(iter(spec.nodes.values()))
-    grown = spec.model_copy(update={"nodes": {
-        **spec.nodes, "zz-new": first.model_copy(update={"vm_id": None, "nics": first.nics})}})
+    grown = spec.model_copy(
+        update={
+            "nodes": {
+                **spec.nodes,
+                "zz-new": first.model_copy(update={"vm_id": None, "nics": first.nics}),
+            }
+        }
+    )
     after = vm_ids(grown)
     assert {n: after[n] for n in before} == before
     assert len(set(after.values())) == len(after)

@@ -26,5 +26,10 @@ def load_context(args: argparse.Namespace) -> Context:
     path = resolve_spec(args)
     spec = load_spec(path)
     target = getattr(args, "target", None) or spec.lab.target
-    return Context(spec_path=path, spec=spec, topology=derive(spec),
-                   home=LabHome.for_lab(spec.lab.name), target=target)
+    return Context(
+        spec_path=path,
+        spec=spec,
+        topology=derive(spec),
+        home=LabHome.for_lab(spec.lab.name),
+        target=target,
+    )

@@ -38,16 +38,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     ctx = load_context(args)
     rows = open_target(ctx).status()
     if args.json:
-        ui.out.print_json(json.dumps({"lab": ctx.spec.lab.name, "target": ctx.target,
-                                      "nodes": [asdict(r) for r in rows]}))
+        ui.out.print_json(
+            json.dumps(
+                {"lab": ctx.spec.lab.name, "target": ctx.target, "nodes": [asdict(r) for r in rows]}
+            )
+        )
         return OK
     table = Table(title=f"lab {ctx.spec.lab.name} ({ctx.target})", title_justify="left")
     for col in ("node", "role", "kind", "segments", "mgmt", "state"):
         table.add_column(col)
     colour = {"running": "green", "degraded": "yellow", "absent": "dim", "stopped": "red"}
     for r in rows:
-        table.add_row(r.name, r.role, r.kind, r.segments, r.mgmt_ip,
-                      f"[{colour.get(r.state, 'default')}]{r.state}[/]")
+        table.add_row(
+            r.name,
+            r.role,
+            r.kind,
+            r.segments,
+            r.mgmt_ip,
+            f"[{colour.get(r.state, 'default')}]{r.state}[/]",
+        )
     ui.out.print(table)
     return OK
 
@@ -56,16 +65,25 @@ def cmd_down(args: argparse.Namespace) -> int:
     ctx = load_context(args)
     protected = [n for n, d in ctx.spec.datasets.items() if d.protect]
     if args.purge_data and protected and not args.yes:
-        question = (f"--purge-data deletes the protected datasets {', '.join(protected)} of lab "
-                    f"{ctx.spec.lab.name}. Continue?")
+        question = (
+            f"--purge-data deletes the protected datasets {', '.join(protected)} of lab "
+            f"{ctx.spec.lab.name}. Continue?"
+        )
         if not ui.confirm(question):
-            raise LabError("--purge-data was not confirmed; nothing was removed "
-                           "(pass --yes to confirm without a question)")
+            raise LabError(
+                "--purge-data was not confirmed; nothing was removed "
+                "(pass --yes to confirm without a question)"
+            )
     target = open_target(ctx)
     target.down(purge_data=args.purge_data, force=args.force)
-    ui.info(f"down: lab {ctx.spec.lab.name} removed"
-            + ("" if args.purge_data or not protected else
-               f"; protected datasets kept: {', '.join(protected)}"))
+    ui.info(
+        f"down: lab {ctx.spec.lab.name} removed"
+        + (
+            ""
+            if args.purge_data or not protected
+            else f"; protected datasets kept: {', '.join(protected)}"
+        )
+    )
     return OK
 
 
@@ -74,8 +92,9 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     if args.node not in ctx.spec.nodes:
         raise LabError(f"unknown node {args.node!r}; nodes: {', '.join(ctx.spec.nodes)}")
     if not ctx.home.ssh_config.exists():
-        raise LabError(f"lab {ctx.spec.lab.name} is not up (no {ctx.home.ssh_config}); "
-                       "run `mlseclab up` first")
+        raise LabError(
+            f"lab {ctx.spec.lab.name} is not up (no {ctx.home.ssh_config}); run `mlseclab up` first"
+        )
     ssh = shutil.which("ssh")
     if ssh is None:
         raise LabError("ssh is missing; install it with `apt-get install openssh-client`")

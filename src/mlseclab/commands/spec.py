@@ -24,16 +24,25 @@ def _n(count: int, word: str) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    path: Path = args.file or (Path("inventories") / args.lab / "lab.yaml" if args.lab
-                               else DEFAULT_SPEC)
+    path: Path = args.file or (
+        Path("inventories") / args.lab / "lab.yaml" if args.lab else DEFAULT_SPEC
+    )
     spec = load_spec(path)
     topo = derive(spec)
     allowed = sum(1 for c in topo.matrix if c.allowed)
-    counts = ", ".join(_n(len(items), word) for items, word in (
-        (spec.networks, "network"), (spec.nodes, "node"), (spec.datasets, "dataset"),
-        (spec.flows, "flow")))
-    ui.out.print(f"{path}: valid — lab {spec.lab.name}: {counts} "
-                 f"({allowed} of {len(topo.matrix)} reachability pairs allowed)")
+    counts = ", ".join(
+        _n(len(items), word)
+        for items, word in (
+            (spec.networks, "network"),
+            (spec.nodes, "node"),
+            (spec.datasets, "dataset"),
+            (spec.flows, "flow"),
+        )
+    )
+    ui.out.print(
+        f"{path}: valid — lab {spec.lab.name}: {counts} "
+        f"({allowed} of {len(topo.matrix)} reachability pairs allowed)"
+    )
     return OK
 
 
@@ -42,10 +51,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     target = open_target(ctx)
     plan = target.plan()
     if args.json:
-        ui.out.print_json(json.dumps({
-            "lab": ctx.spec.lab.name, "target": ctx.target, "offline": plan.offline,
-            "note": plan.note, "resources": [asdict(r) for r in plan.resources],
-        }))
+        ui.out.print_json(
+            json.dumps(
+                {
+                    "lab": ctx.spec.lab.name,
+                    "target": ctx.target,
+                    "offline": plan.offline,
+                    "note": plan.note,
+                    "resources": [asdict(r) for r in plan.resources],
+                }
+            )
+        )
         return OK
     title = f"plan for lab {ctx.spec.lab.name} on target {ctx.target}"
     if plan.offline:
@@ -60,8 +76,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for r in plan.resources:
         counts[r.action] = counts.get(r.action, 0) + 1
-    ui.out.print(", ".join(f"{n} to {a}" if a != "exists" else f"{n} existing"
-                           for a, n in sorted(counts.items())))
+    ui.out.print(
+        ", ".join(
+            f"{n} to {a}" if a != "exists" else f"{n} existing" for a, n in sorted(counts.items())
+        )
+    )
     if plan.note:
         ui.out.print(plan.note)
     return OK

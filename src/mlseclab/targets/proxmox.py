@@ -62,12 +62,17 @@ class IgnoredChange(NamedTuple):
 
 #: Every ``ignore_changes`` the stacks pass (``stacks/compute.py`` reads it from here).
 IGNORED_CHANGES: list[IgnoredChange] = [
-    IgnoredChange("proxmoxve:index/vmLegacy:VmLegacy", "vga",
-                  "a clone inherits the template's display; the provider diffs it on every run "
-                  "(bpg#1224)"),
-    IgnoredChange("proxmoxve:index/vmLegacy:VmLegacy", "clone",
-                  "the template is only the starting image: a new template must not replace "
-                  "running VMs (use rebuild); a tag lookup would otherwise re-resolve each run"),
+    IgnoredChange(
+        "proxmoxve:index/vmLegacy:VmLegacy",
+        "vga",
+        "a clone inherits the template's display; the provider diffs it on every run (bpg#1224)",
+    ),
+    IgnoredChange(
+        "proxmoxve:index/vmLegacy:VmLegacy",
+        "clone",
+        "the template is only the starting image: a new template must not replace "
+        "running VMs (use rebuild); a tag lookup would otherwise re-resolve each run",
+    ),
 ]
 
 
@@ -79,6 +84,7 @@ def ignored_properties(type_name: str) -> list[str]:
 # ---------------------------------------------------------------------------
 # Results
 # ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PlannedResource:
@@ -127,6 +133,7 @@ class CapturedResource:
 # Locating the program
 # ---------------------------------------------------------------------------
 
+
 def project_dir() -> Path:
     """The directory holding Pulumi.yaml and stacks/: $MLSECLAB_PROJECT_DIR, the source
     checkout this package runs from, or the current directory."""
@@ -139,7 +146,8 @@ def project_dir() -> Path:
             return c
     raise TargetError(
         "cannot find the Pulumi program (Pulumi.yaml and stacks/); run mlseclab from its "
-        "checkout or set MLSECLAB_PROJECT_DIR to it")
+        "checkout or set MLSECLAB_PROJECT_DIR to it"
+    )
 
 
 def stacks_module(name: str) -> ModuleType:
@@ -153,7 +161,8 @@ def stacks_module(name: str) -> ModuleType:
         if exc.name and exc.name.split(".")[0] in ("pulumi", "pulumi_proxmoxve"):
             raise TargetError(
                 f"the Python package {exc.name} is missing; install the Proxmox extra: "
-                "pip install 'mlseclab[proxmox]'") from None
+                "pip install 'mlseclab[proxmox]'"
+            ) from None
         raise
 
 
@@ -176,8 +185,9 @@ def _mock_id(typ: str, name: str, inputs: Mapping[str, Any]) -> str:
     return f"{name}-id"
 
 
-def capture(spec: LabSpec, settings: Any | None = None, *,
-            stack: str | None = None) -> list[CapturedResource]:
+def capture(
+    spec: LabSpec, settings: Any | None = None, *, stack: str | None = None
+) -> list[CapturedResource]:
     """Run ``build(spec, settings)`` under Pulumi mocks (``preview=False``); every resource.
 
     Runs in a thread of its own with a fresh event loop and fresh Pulumi settings,
@@ -198,8 +208,9 @@ def capture(spec: LabSpec, settings: Any | None = None, *,
     template_node = spec.lab.proxmox.nodes[0] if spec.lab.proxmox else "pve"
 
     class Mocks(pulumi.runtime.Mocks):
-        def new_resource(self, args: pulumi.runtime.MockResourceArgs
-                         ) -> tuple[str | None, dict[Any, Any]]:
+        def new_resource(
+            self, args: pulumi.runtime.MockResourceArgs
+        ) -> tuple[str | None, dict[Any, Any]]:
             key = (args.typ, args.name)
             records.setdefault(key, {})["inputs"] = dict(args.inputs)
             records[key]["custom"] = args.custom
@@ -208,13 +219,24 @@ def capture(spec: LabSpec, settings: Any | None = None, *,
                 state["value"] = "mock-token-value"
             return _mock_id(args.typ, args.name, args.inputs), state
 
-        def call(self, args: pulumi.runtime.MockCallArgs
-                 ) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
+        def call(
+            self, args: pulumi.runtime.MockCallArgs
+        ) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
             if args.token.endswith(":getVmsLegacy"):
                 tags = list(args.args.get("tags") or [])
-                return {"id": "vms", "tags": tags, "vms": [{
-                    "name": "template", "nodeName": template_node,
-                    "vmId": MOCK_TEMPLATE_VM_ID, "tags": tags, "template": True}]}, []
+                return {
+                    "id": "vms",
+                    "tags": tags,
+                    "vms": [
+                        {
+                            "name": "template",
+                            "nodeName": template_node,
+                            "vmId": MOCK_TEMPLATE_VM_ID,
+                            "tags": tags,
+                            "template": True,
+                        }
+                    ],
+                }, []
             return {}, []
 
     class Monitor(pmocks.MockMonitor):
@@ -223,10 +245,13 @@ def capture(spec: LabSpec, settings: Any | None = None, *,
             if request.type != "pulumi:pulumi:Stack":
                 key = (request.type, request.name)
                 rec = records.setdefault(key, {})
-                rec.update(urn=response.urn, parent=request.parent or None,
-                           protect=bool(request.protect),
-                           ignore_changes=tuple(request.ignoreChanges),
-                           dependencies=tuple(request.dependencies))
+                rec.update(
+                    urn=response.urn,
+                    parent=request.parent or None,
+                    protect=bool(request.protect),
+                    ignore_changes=tuple(request.ignoreChanges),
+                    dependencies=tuple(request.dependencies),
+                )
                 order.append(key)
             return response
 
@@ -235,8 +260,13 @@ def capture(spec: LabSpec, settings: Any | None = None, *,
         asyncio.set_event_loop(loop)
         try:
             mocks = Mocks()
-            pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack or spec.lab.name,
-                                     preview=False, monitor=Monitor(mocks))
+            pulumi.runtime.set_mocks(
+                mocks,
+                project=PROJECT,
+                stack=stack or spec.lab.name,
+                preview=False,
+                monitor=Monitor(mocks),
+            )
             settings_obj = pulumi.runtime.settings.SETTINGS
             settings_obj.rpc_manager.clear()
             settings_obj.outputs.clear()
@@ -259,11 +289,19 @@ def capture(spec: LabSpec, settings: Any | None = None, *,
     out = []
     for key in order:
         rec = records[key]
-        out.append(CapturedResource(
-            type=key[0], name=key[1], urn=rec["urn"], parent=rec.get("parent"),
-            custom=bool(rec.get("custom", False)), inputs=rec.get("inputs", {}),
-            protect=rec.get("protect", False), ignore_changes=rec.get("ignore_changes", ()),
-            dependencies=rec.get("dependencies", ())))
+        out.append(
+            CapturedResource(
+                type=key[0],
+                name=key[1],
+                urn=rec["urn"],
+                parent=rec.get("parent"),
+                custom=bool(rec.get("custom", False)),
+                inputs=rec.get("inputs", {}),
+                protect=rec.get("protect", False),
+                ignore_changes=rec.get("ignore_changes", ()),
+                dependencies=rec.get("dependencies", ()),
+            )
+        )
     return out
 
 
@@ -296,10 +334,13 @@ def summarize(res: CapturedResource) -> str:
         return "component"
     if kind == "VmLegacy":
         nics = i.get("networkDevices") or []
-        vlans = ",".join(str(int(n["vlanId"])) if "vlanId" in n else str(n.get("bridge"))
-                         for n in nics)
-        parts = [f"vm_id {int(i.get('vmId', 0))} on {i.get('nodeName')}",
-                 f"{i.get('machine')}/{i.get('bios')}"]
+        vlans = ",".join(
+            str(int(n["vlanId"])) if "vlanId" in n else str(n.get("bridge")) for n in nics
+        )
+        parts = [
+            f"vm_id {int(i.get('vmId', 0))} on {i.get('nodeName')}",
+            f"{i.get('machine')}/{i.get('bios')}",
+        ]
         for h in i.get("hostpcis") or []:
             parts.append(f"gpu mapping {h.get('mapping')}")
         parts.append(f"{len(nics)} NICs {'vlan ' if 'vlanId' in (nics or [{}])[0] else ''}{vlans}")
@@ -310,7 +351,8 @@ def summarize(res: CapturedResource) -> str:
     if kind == "Dir":
         paths = sorted({m.get("path") for m in i.get("maps", [])})
         return f"mapping {i.get('name')} -> {', '.join(map(str, paths))}" + (
-            " (protected)" if res.protect else "")
+            " (protected)" if res.protect else ""
+        )
     if kind == "Bridge":
         return f"{i.get('name')} on {i.get('nodeName')}, vlan-aware, vids {i.get('vids')}"
     if kind == "FirewallLegacy":
@@ -318,15 +360,18 @@ def summarize(res: CapturedResource) -> str:
     if kind == "GroupLegacy" and "rules" in i:
         return f"security group {i.get('name')}: {len(i.get('rules') or [])} rules"
     if kind == "OptionsLegacy":
-        return (f"vm {int(i.get('vmId', 0))}: in {i.get('inputPolicy')}, "
-                f"out {i.get('outputPolicy')}, ipfilter {i.get('ipfilter')}")
+        return (
+            f"vm {int(i.get('vmId', 0))}: in {i.get('inputPolicy')}, "
+            f"out {i.get('outputPolicy')}, ipfilter {i.get('ipfilter')}"
+        )
     if kind == "RulesLegacy":
         rules = i.get("rules") or []
         outs = sum(1 for r in rules if r.get("type") == "out")
         return f"vm {int(i.get('vmId', 0))}: role group + {outs} egress rules"
     if kind == "IpsetLegacy":
         return f"vm {int(i.get('vmId', 0))} {i.get('name')}: " + ",".join(
-            c.get("name", "") for c in i.get("cidrs") or [])
+            c.get("name", "") for c in i.get("cidrs") or []
+        )
     if kind in ("Vlan", "Vnet", "Subnet"):
         return " ".join(f"{k} {i[k]}" for k in ("resourceId", "tag", "cidr", "gateway") if k in i)
     if kind == "RoleLegacy":
@@ -351,6 +396,7 @@ def summarize(res: CapturedResource) -> str:
 # The target
 # ---------------------------------------------------------------------------
 
+
 class ProxmoxTarget:
     """The lab on a Proxmox VE 8/9 cluster, through the Pulumi program in ``stacks/``."""
 
@@ -363,14 +409,20 @@ class ProxmoxTarget:
     def plan_offline(self) -> list[PlannedResource]:
         """Every resource the program declares, from a run under mocks (no CLI, no cluster)."""
         if self.spec.lab.proxmox is None:
-            raise TargetError(f"{self.spec_path}: lab.proxmox is missing; add endpoint, nodes "
-                              "and template to plan the proxmox target")
+            raise TargetError(
+                f"{self.spec_path}: lab.proxmox is missing; add endpoint, nodes "
+                "and template to plan the proxmox target"
+            )
         try:
             resources = capture(self.spec)
         except ValueError as exc:
             raise TargetError(f"{self.spec_path}: {exc}") from None
-        return [PlannedResource(type=r.type, name=r.name, parent=_urn_name(r.parent),
-                                summary=summarize(r)) for r in tree_order(resources)]
+        return [
+            PlannedResource(
+                type=r.type, name=r.name, parent=_urn_name(r.parent), summary=summarize(r)
+            )
+            for r in tree_order(resources)
+        ]
 
     # -- prerequisites ---------------------------------------------------------
     @property
@@ -379,8 +431,10 @@ class ProxmoxTarget:
         if env:
             return env
         if self.spec.lab.proxmox is None:
-            raise TargetError(f"no Proxmox endpoint: set {ENDPOINT_ENV} or lab.proxmox.endpoint "
-                              f"in {self.spec_path}")
+            raise TargetError(
+                f"no Proxmox endpoint: set {ENDPOINT_ENV} or lab.proxmox.endpoint "
+                f"in {self.spec_path}"
+            )
         return self.spec.lab.proxmox.endpoint
 
     def pulumi_home(self) -> Path:
@@ -397,7 +451,8 @@ class ProxmoxTarget:
     def passphrase_env(self) -> dict[str, str]:
         """How the CLI gets the passphrase: the caller's environment, else a 0600 file."""
         if os.environ.get("PULUMI_CONFIG_PASSPHRASE") or os.environ.get(
-                "PULUMI_CONFIG_PASSPHRASE_FILE"):
+            "PULUMI_CONFIG_PASSPHRASE_FILE"
+        ):
             return {}
         path = self.state_dir / "pulumi-passphrase"
         if not path.exists():
@@ -407,8 +462,9 @@ class ProxmoxTarget:
                 fh.write(secrets.token_urlsafe(32) + "\n")
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
-            raise TargetError(f"{path} is readable by others (mode {mode:o}); "
-                              f"run: chmod 600 {path}")
+            raise TargetError(
+                f"{path} is readable by others (mode {mode:o}); run: chmod 600 {path}"
+            )
         return {"PULUMI_CONFIG_PASSPHRASE_FILE": str(path.resolve())}
 
     def _stack_config_has_token(self) -> bool:
@@ -426,27 +482,34 @@ class ProxmoxTarget:
     def preflight(self) -> None:
         """Raise :class:`TargetError` if anything the real engine needs is missing."""
         if self.spec.lab.proxmox is None:
-            raise TargetError(f"{self.spec_path}: lab.proxmox is missing; add endpoint, nodes "
-                              "and template")
+            raise TargetError(
+                f"{self.spec_path}: lab.proxmox is missing; add endpoint, nodes and template"
+            )
         try:
             import pulumi.automation  # noqa: F401
         except ImportError:
-            raise TargetError("the Pulumi Python SDK is missing; install the Proxmox extra: "
-                              "pip install 'mlseclab[proxmox]'") from None
+            raise TargetError(
+                "the Pulumi Python SDK is missing; install the Proxmox extra: "
+                "pip install 'mlseclab[proxmox]'"
+            ) from None
         if shutil.which("pulumi") is None:
-            raise TargetError("the pulumi CLI is not on PATH; install it "
-                              "(https://www.pulumi.com/docs/install/) or use "
-                              "`mlseclab plan --target proxmox` for the offline plan")
+            raise TargetError(
+                "the pulumi CLI is not on PATH; install it "
+                "(https://www.pulumi.com/docs/install/) or use "
+                "`mlseclab plan --target proxmox` for the offline plan"
+            )
         if not self._plugin_installed():
             raise TargetError(
                 f"the {PLUGIN} resource plugin is not in {self.pulumi_home() / 'plugins'}; run "
                 f"`pulumi plugin install resource {PLUGIN} {PLUGIN_VERSION}` (offline sites: "
-                "copy the plugin directory into PULUMI_HOME/plugins)")
+                "copy the plugin directory into PULUMI_HOME/plugins)"
+            )
         project_dir()
         if not os.environ.get(TOKEN_ENV) and not self._stack_config_has_token():
             raise TargetError(
                 f"no Proxmox API token: export {TOKEN_ENV}='user@realm!name=secret' or set it "
-                f"as a secret: pulumi config set --secret {TOKEN_CONFIG} (value on stdin)")
+                f"as a secret: pulumi config set --secret {TOKEN_CONFIG} (value on stdin)"
+            )
         self._check_endpoint()
 
     def _check_endpoint(self) -> None:
@@ -457,15 +520,21 @@ class ProxmoxTarget:
             self._api(base + "/version", token)
         except urllib.error.HTTPError as exc:
             if exc.code == 401:
-                raise TargetError(f"{self.endpoint} rejected the API token in {TOKEN_ENV}; "
-                                  "check the token id and secret (user@realm!name=uuid)") from None
-            raise TargetError(f"{self.endpoint} answered HTTP {exc.code} to /version; "
-                              "is this a Proxmox VE API endpoint?") from None
+                raise TargetError(
+                    f"{self.endpoint} rejected the API token in {TOKEN_ENV}; "
+                    "check the token id and secret (user@realm!name=uuid)"
+                ) from None
+            raise TargetError(
+                f"{self.endpoint} answered HTTP {exc.code} to /version; "
+                "is this a Proxmox VE API endpoint?"
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise TargetError(f"{self.endpoint} does not answer ({reason}); check "
-                              f"lab.proxmox.endpoint or {ENDPOINT_ENV}, and the network "
-                              "path to port 8006") from None
+            raise TargetError(
+                f"{self.endpoint} does not answer ({reason}); check "
+                f"lab.proxmox.endpoint or {ENDPOINT_ENV}, and the network "
+                "path to port 8006"
+            ) from None
         if token is None:
             return  # the token is in secret config: the engine reports missing privileges
         try:
@@ -476,8 +545,10 @@ class ProxmoxTarget:
         if missing:
             path, priv, why = missing[0]
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise TargetError(f"the API token lacks {priv} on {path}, needed to {why}{more}; "
-                              "grant it with an ACL (see docs/proxmox.md)")
+            raise TargetError(
+                f"the API token lacks {priv} on {path}, needed to {why}{more}; "
+                "grant it with an ACL (see docs/proxmox.md)"
+            )
 
     def _api(self, url: str, token: str | None) -> dict[str, Any]:
         px = self.spec.lab.proxmox
@@ -508,8 +579,9 @@ class ProxmoxTarget:
         if px.network_mode == "sdn":
             out.append(("/sdn", "SDN.Allocate", "create the lab's SDN zone, vnets and subnets"))
         else:
-            out += [(f"/nodes/{n}", "Sys.Modify", f"create the lab bridge on {n}")
-                    for n in px.nodes]
+            out += [
+                (f"/nodes/{n}", "Sys.Modify", f"create the lab bridge on {n}") for n in px.nodes
+            ]
         if any(n.mounts for n in self.spec.nodes.values()):
             out.append(("/mapping/dir", "Mapping.Modify", "create the dataset mappings"))
         table = [*access.LAB_VMS, *access.LAB_STORAGE, *access.LAB_NETWORK]
@@ -524,8 +596,13 @@ class ProxmoxTarget:
             out.append((f"/vms/{px.template.vm_id}", "VM.Clone", "clone the template"))
         for n in self.spec.nodes.values():
             if n.gpu is not None:
-                out.append((f"/mapping/pci/{n.gpu.mapping}", "Mapping.Use",
-                            f"pass GPU mapping {n.gpu.mapping} through"))
+                out.append(
+                    (
+                        f"/mapping/pci/{n.gpu.mapping}",
+                        "Mapping.Use",
+                        f"pass GPU mapping {n.gpu.mapping} through",
+                    )
+                )
         return out
 
     # -- the engine --------------------------------------------------------------
@@ -538,13 +615,17 @@ class ProxmoxTarget:
             env[ENDPOINT_ENV] = os.environ[ENDPOINT_ENV]
         try:
             stack = auto.create_or_select_stack(
-                stack_name=self.spec.lab.name, work_dir=str(project_dir()),
-                opts=auto.LocalWorkspaceOptions(env_vars=env))
+                stack_name=self.spec.lab.name,
+                work_dir=str(project_dir()),
+                opts=auto.LocalWorkspaceOptions(env_vars=env),
+            )
             stack.set_config("mlseclab:spec", auto.ConfigValue(str(self.spec_path.resolve())))
             key = self.state_dir / "ssh" / "id_ed25519.pub"
             if key.is_file():
-                stack.set_config("mlseclab:sshPublicKey",
-                                 auto.ConfigValue(key.read_text(encoding="utf-8").strip()))
+                stack.set_config(
+                    "mlseclab:sshPublicKey",
+                    auto.ConfigValue(key.read_text(encoding="utf-8").strip()),
+                )
             if ENDPOINT_ENV in os.environ:
                 stack.set_config("mlseclab:endpoint", auto.ConfigValue(os.environ[ENDPOINT_ENV]))
         except auto.errors.CommandError as exc:
@@ -559,9 +640,11 @@ class ProxmoxTarget:
         stack = self._stack()
         steps: list[str] = []
         from pulumi import automation as auto
+
         try:
-            result = stack.preview(on_event=_collect_steps(steps), diff=True,
-                                   policy_packs=self._policy_packs())
+            result = stack.preview(
+                on_event=_collect_steps(steps), diff=True, policy_packs=self._policy_packs()
+            )
         except auto.errors.CommandError as exc:
             raise TargetError(explain(str(exc))) from None
         changes = {str(k): int(v) for k, v in (result.change_summary or {}).items()}
@@ -571,10 +654,14 @@ class ProxmoxTarget:
         """``pulumi up``; the nodes' management addresses and VM ids."""
         stack = self._stack()
         from pulumi import automation as auto
+
         px = self.spec.lab.proxmox
         try:
-            result = stack.up(on_event=_progress(on_event), policy_packs=self._policy_packs(),
-                              parallel=max(4, 2 * (px.clone_parallelism if px else 2)))
+            result = stack.up(
+                on_event=_progress(on_event),
+                policy_packs=self._policy_packs(),
+                parallel=max(4, 2 * (px.clone_parallelism if px else 2)),
+            )
         except auto.errors.CommandError as exc:
             raise TargetError(explain(str(exc))) from None
         return node_outputs({k: v.value for k, v in result.outputs.items() if not v.secret})
@@ -583,6 +670,7 @@ class ProxmoxTarget:
         """``pulumi destroy``, keeping protected resources (mappings of protected datasets)."""
         stack = self._stack()
         from pulumi import automation as auto
+
         try:
             stack.destroy(exclude_protected=True)
         except auto.errors.CommandError as exc:
@@ -593,6 +681,7 @@ class ProxmoxTarget:
         then what ``up`` would change to match the spec again. IGNORED_CHANGES are not seen."""
         stack = self._stack()
         from pulumi import automation as auto
+
         items: list[DriftItem] = []
         try:
             stack.preview_refresh(on_event=_collect_drift(items, "cluster"))
@@ -606,16 +695,22 @@ class ProxmoxTarget:
 # Helpers (pure, tested without the CLI)
 # ---------------------------------------------------------------------------
 
-def missing_privileges(granted: Mapping[str, Mapping[str, Any]],
-                       required: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+
+def missing_privileges(
+    granted: Mapping[str, Mapping[str, Any]], required: list[tuple[str, str, str]]
+) -> list[tuple[str, str, str]]:
     """Required (path, privilege, why) not granted on the path or any parent of it."""
+
     def parents(path: str) -> Iterator[str]:
         parts = path.strip("/").split("/")
         for i in range(len(parts), -1, -1):
             yield "/" + "/".join(parts[:i]) if i else "/"
 
-    return [(path, priv, why) for path, priv, why in required
-            if not any(granted.get(p, {}).get(priv) for p in parents(path))]
+    return [
+        (path, priv, why)
+        for path, priv, why in required
+        if not any(granted.get(p, {}).get(priv) for p in parents(path))
+    ]
 
 
 _PERMISSION = re.compile(r"Permission check failed \(([^,]+), ([A-Za-z.]+)\)")
@@ -624,21 +719,32 @@ _PERMISSION = re.compile(r"Permission check failed \(([^,]+), ([A-Za-z.]+)\)")
 def explain(message: str) -> str:
     """One actionable line from a Pulumi/Proxmox failure; never echoes secrets."""
     if m := _PERMISSION.search(message):
-        return (f"the API token lacks {m.group(2)} on {m.group(1)}; grant it with an ACL "
-                "(see docs/proxmox.md)")
+        return (
+            f"the API token lacks {m.group(2)} on {m.group(1)}; grant it with an ACL "
+            "(see docs/proxmox.md)"
+        )
     if "no resource plugin" in message or "could not find plugin" in message.lower():
-        return (f"the {PLUGIN} resource plugin is missing; run `pulumi plugin install resource "
-                f"{PLUGIN} {PLUGIN_VERSION}`")
+        return (
+            f"the {PLUGIN} resource plugin is missing; run `pulumi plugin install resource "
+            f"{PLUGIN} {PLUGIN_VERSION}`"
+        )
     if "incorrect passphrase" in message or "passphrase must be set" in message:
-        return ("the stack passphrase is wrong or missing; set PULUMI_CONFIG_PASSPHRASE_FILE "
-                "to the file it was created with")
+        return (
+            "the stack passphrase is wrong or missing; set PULUMI_CONFIG_PASSPHRASE_FILE "
+            "to the file it was created with"
+        )
     if "connection refused" in message or "no such host" in message or "i/o timeout" in message:
         return "the Proxmox endpoint does not answer; check lab.proxmox.endpoint and port 8006"
     if "401" in message and "authentication" in message.lower():
         return f"the Proxmox API rejected the token; check {TOKEN_ENV}"
     lines = [ln.strip() for ln in message.splitlines() if "error:" in ln]
-    detail = _redact(lines[-1] if lines else message.strip().splitlines()[-1] if message.strip()
-                     else "unknown error")
+    detail = _redact(
+        lines[-1]
+        if lines
+        else message.strip().splitlines()[-1]
+        if message.strip()
+        else "unknown error"
+    )
     return f"pulumi failed: {detail[:300]}"
 
 
@@ -655,8 +761,10 @@ def node_outputs(outputs: Mapping[str, Any]) -> dict[str, NodeOutput]:
     """Stack outputs -> the inventory facts mlseclab needs (keys from stacks/outputs.py)."""
     keys = stacks_module("outputs")
     nodes = outputs.get(keys.NODES) or {}
-    return {name: NodeOutput(name=name, mgmt_ip=str(v[keys.MGMT_IP]), vm_id=int(v[keys.VM_ID]))
-            for name, v in sorted(nodes.items())}
+    return {
+        name: NodeOutput(name=name, mgmt_ip=str(v[keys.MGMT_IP]), vm_id=int(v[keys.VM_ID]))
+        for name, v in sorted(nodes.items())
+    }
 
 
 def _name(urn: str) -> str:
@@ -669,6 +777,7 @@ def _collect_steps(steps: list[str]) -> Callable[[Any], None]:
         if pre is not None and str(pre.metadata.op.value) != "same":
             md = pre.metadata
             steps.append(f"{md.op.value} {md.type} {_name(md.urn)}")
+
     return on_event
 
 
@@ -686,6 +795,7 @@ def _progress(callback: Callable[[str], None] | None) -> Callable[[Any], None]:
         diag = getattr(event, "diagnostic_event", None)
         if diag is not None and diag.severity == "error":
             callback(_redact(diag.message.strip().splitlines()[0] if diag.message else "error"))
+
     return on_event
 
 
@@ -701,10 +811,13 @@ def _collect_drift(items: list[DriftItem], layer: str) -> Callable[[Any], None]:
         if op == "refresh" and not md.diffs and not md.detailed_diff:
             return
         if md.detailed_diff:
-            detail = ", ".join(f"{path} ({d.diff_kind.value})"
-                               for path, d in sorted(md.detailed_diff.items()))
+            detail = ", ".join(
+                f"{path} ({d.diff_kind.value})" for path, d in sorted(md.detailed_diff.items())
+            )
         else:
             detail = ", ".join(md.diffs or []) or op
-        items.append(DriftItem(resource=_name(md.urn), type=md.type,
-                               diff=f"{layer}: {op}: {detail}"))
+        items.append(
+            DriftItem(resource=_name(md.urn), type=md.type, diff=f"{layer}: {op}: {detail}")
+        )
+
     return on_event

@@ -1,30 +1,133 @@
-"""Adapter from the CLI's target interface to the Proxmox driver (targets/proxmox.py)."""
+"""Adapter from the CLI's target interface to the Proxmox driver (targets/proxmox.py).
+
+The driver speaks Pulumi; this adapter turns its plan into the CLI's table,
+writes the same inventory and ssh_config the local target writes, and falls
+back to the offline plan (the program under mocks) when no cluster is reachable.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
+from mlseclab import ui
 from mlseclab.errors import TargetError
-from mlseclab.targets import NodeStatus, Plan
+from mlseclab.inventory import write_inventory
+from mlseclab.state import write_private
+from mlseclab.targets import NodeStatus, Plan, PlannedAction
+from mlseclab.targets.local.host import run
 
 if TYPE_CHECKING:
     from mlseclab.commands.common import Context
+    from mlseclab.targets.proxmox import ProxmoxTarget
+
+RUNTIME_KIND = "vm"
 
 
 class ProxmoxAdapter:
-    runtime_kind = "vm"
+    runtime_kind = RUNTIME_KIND
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.changes: list[str] = []
+
+    def _driver(self) -> ProxmoxTarget:
+        try:
+            from mlseclab.targets.proxmox import ProxmoxTarget
+        except ImportError as exc:  # the proxmox extra is not installed
+            raise TargetError(
+                f"the proxmox target needs the Pulumi SDK ({exc.name} is missing); "
+                "install it with `pip install -e '.[proxmox]'`"
+            ) from None
+        return ProxmoxTarget(self.ctx.spec, self.ctx.spec_path, self.ctx.home.root)
 
     def plan(self) -> Plan:
-        raise TargetError("the proxmox target is not available yet")
+        driver = self._driver()
+        try:
+            driver.preflight()
+        except TargetError as exc:
+            resources = [
+                PlannedAction(
+                    "create", r.type.split(":")[-1] if ":" in r.type else r.type, r.name, r.summary
+                )
+                for r in driver.plan_offline()
+            ]
+            return Plan(resources=resources, offline=True, note=f"offline because: {exc.lines[0]}")
+        result = driver.plan()
+        resources = [PlannedAction("change", "step", step) for step in result.steps]
+        summary = ", ".join(f"{n} to {op}" for op, n in sorted(result.changes.items()))
+        return Plan(resources=resources, note=f"pulumi preview: {summary or 'no changes'}")
 
     def up(self) -> None:
-        raise TargetError("the proxmox target is not available yet")
+        driver = self._driver()
+        driver.preflight()
+        with self.ctx.home.lock("up"):
+            outputs = driver.up(on_event=lambda line: ui.info(f"  {line}"))
+            state = self.ctx.home.read_state()
+            state.update(
+                {
+                    "lab": self.ctx.spec.lab.name,
+                    "target": "proxmox",
+                    "phase": "ready",
+                    "finished": time.time(),
+                    "nodes": {
+                        n: {"mgmt_ip": o.mgmt_ip, "vm_id": o.vm_id} for n, o in outputs.items()
+                    },
+                }
+            )
+            self.ctx.home.write_state(state)
+            for name, out in outputs.items():
+                expected = self.ctx.topology.nodes[name].mgmt.ip
+                if out.mgmt_ip != expected:
+                    raise TargetError(
+                        f"{name} came up with mgmt address {out.mgmt_ip}, "
+                        f"the spec says {expected}; check the template's cloud-init"
+                    )
+            self.ctx.home.ensure_ssh_key()
+            write_inventory(self.ctx.topology, self.ctx.home, RUNTIME_KIND)
+            self._scan_host_keys()
+            self.changes = [f"vm {n}" for n in outputs]
+
+    def _scan_host_keys(self) -> None:
+        """First contact over the management network: record each VM's host key."""
+        lines = []
+        for node in self.ctx.topology.nodes.values():
+            proc = run(["ssh-keyscan", "-T", "5", "-t", "ed25519", node.mgmt.ip], check=False)
+            for line in proc.stdout.splitlines():
+                if line and not line.startswith("#"):
+                    lines.append(f"{node.name} {line.split(' ', 1)[1]}")
+        if lines:
+            write_private(self.ctx.home.known_hosts, "\n".join(lines) + "\n", 0o644)
 
     def down(self, *, purge_data: bool, force: bool) -> None:
-        raise TargetError("the proxmox target is not available yet")
+        driver = self._driver()
+        driver.preflight()
+        if purge_data:
+            ui.warn(
+                "--purge-data: ZFS datasets on the hypervisors belong to the pve_host role "
+                "and are not destroyed by down; destroy them there deliberately"
+            )
+        with self.ctx.home.lock("down"):
+            driver.down()
+            for f in (
+                self.ctx.home.state_file,
+                self.ctx.home.inventory,
+                self.ctx.home.ssh_config,
+                self.ctx.home.known_hosts,
+            ):
+                f.unlink(missing_ok=True)
 
     def status(self) -> list[NodeStatus]:
-        raise TargetError("the proxmox target is not available yet")
+        recorded = self.ctx.home.read_state().get("nodes", {})
+        return [
+            NodeStatus(
+                name=n.name,
+                role=n.role,
+                kind=RUNTIME_KIND,
+                segments=", ".join(f"{i.network} {i.ip}" for i in n.interfaces),
+                mgmt_ip=n.mgmt.ip,
+                state="provisioned" if n.name in recorded else "absent",
+                detail=f"vm_id {recorded[n.name]['vm_id']}" if n.name in recorded else "",
+            )
+            for n in self.ctx.topology.nodes.values()
+        ]

@@ -26,22 +26,33 @@ REQUIRED_TOOLS: dict[str, str] = {
 }
 
 
-def run(cmd: Sequence[str], *, check: bool = True, input_text: str | None = None,
-        timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: Sequence[str], *, check: bool = True, input_text: str | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run ``cmd`` (never through a shell); raise TargetError with its stderr on failure."""
     try:
-        proc = subprocess.run(list(cmd), capture_output=True, text=True, input=input_text,
-                              timeout=timeout, check=False,
-                              stdin=None if input_text is not None else subprocess.DEVNULL)
+        proc = subprocess.run(
+            list(cmd),
+            capture_output=True,
+            text=True,
+            input=input_text,
+            timeout=timeout,
+            check=False,
+            stdin=None if input_text is not None else subprocess.DEVNULL,
+        )
     except FileNotFoundError:
         pkg = REQUIRED_TOOLS.get(cmd[0], "the package that provides it")
-        raise TargetError(f"{cmd[0]} is not installed; install it with `apt-get install {pkg}`") from None
+        raise TargetError(
+            f"{cmd[0]} is not installed; install it with `apt-get install {pkg}`"
+        ) from None
     except subprocess.TimeoutExpired:
         raise TargetError(f"`{' '.join(cmd)}` did not finish in {timeout:.0f}s") from None
     if check and proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise TargetError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): "
-                          f"{detail[-1] if detail else 'no output'}")
+        raise TargetError(
+            f"`{' '.join(cmd)}` failed (exit {proc.returncode}): "
+            f"{detail[-1] if detail else 'no output'}"
+        )
     return proc
 
 
@@ -70,11 +81,15 @@ def preflight(lab_cidrs: Sequence[str], own_devices: Sequence[str]) -> None:
     """Refuse to start when the host cannot run the lab; say what to do instead."""
     problems: list[str] = []
     if platform.system() != "Linux":
-        raise PreflightError(f"the local target needs Linux; this is {platform.system()}. "
-                             "Use a Debian machine or --target proxmox")
+        raise PreflightError(
+            f"the local target needs Linux; this is {platform.system()}. "
+            "Use a Debian machine or --target proxmox"
+        )
     if os.geteuid() != 0:
-        raise PreflightError("the local target needs root (namespaces, bridges, containers); "
-                             "run it as root, e.g. `sudo make up`")
+        raise PreflightError(
+            "the local target needs root (namespaces, bridges, containers); "
+            "run it as root, e.g. `sudo make up`"
+        )
     for tool, pkg in REQUIRED_TOOLS.items():
         if shutil.which(tool) is None:
             problems.append(f"{tool} is missing; install it with `apt-get install {pkg}`")

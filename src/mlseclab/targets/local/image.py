@@ -24,9 +24,21 @@ SUITE = "trixie"
 
 #: What every node needs to boot, be managed and be hardened.
 BASE_PACKAGES: tuple[str, ...] = (
-    "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt", "sudo",
-    "nftables", "iproute2", "iputils-ping", "netcat-openbsd", "ca-certificates",
-    "procps", "less", "locales", "kmod",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "python3",
+    "python3-apt",
+    "sudo",
+    "nftables",
+    "iproute2",
+    "iputils-ping",
+    "netcat-openbsd",
+    "ca-certificates",
+    "procps",
+    "less",
+    "locales",
+    "kmod",
 )
 
 #: Customisation run in the new root filesystem (chroot); part of the cache key.
@@ -34,7 +46,8 @@ RECIPE = r"""
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 # the operator account: key-only, sudo without a password, no password at all
-id -u mlseclab >/dev/null 2>&1 || useradd --create-home --shell /bin/bash --comment "mlseclab operator" mlseclab
+id -u mlseclab >/dev/null 2>&1 || \
+    useradd --create-home --shell /bin/bash --comment "mlseclab operator" mlseclab
 passwd --lock mlseclab >/dev/null
 install -d -m 0700 -o mlseclab -g mlseclab /home/mlseclab/.ssh
 printf 'mlseclab ALL=(ALL) NOPASSWD:ALL\n' > /etc/sudoers.d/mlseclab
@@ -62,8 +75,15 @@ class ImageSpec:
     recipe: str = RECIPE
 
     def key(self) -> str:
-        doc = json.dumps({"suite": self.suite, "packages": sorted(self.packages),
-                          "recipe": self.recipe, "version": RECIPE_VERSION}, sort_keys=True)
+        doc = json.dumps(
+            {
+                "suite": self.suite,
+                "packages": sorted(self.packages),
+                "recipe": self.recipe,
+                "version": RECIPE_VERSION,
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 
@@ -114,25 +134,43 @@ class ImageCache:
             shutil.rmtree(stale, ignore_errors=True)  # an interrupted build
         try:
             target = work / "rootfs"
-            cmd = ["debootstrap", "--variant=minbase", "--include=" + ",".join(self.spec.packages),
-                   self.spec.suite, str(target)]
+            cmd = [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=" + ",".join(self.spec.packages),
+                self.spec.suite,
+                str(target),
+            ]
             mirror = host_mirror()
             if mirror:
                 cmd.append(mirror)
             proc = run(cmd, check=False, timeout=1800)
             if proc.returncode != 0:
                 log = target / "debootstrap" / "debootstrap.log"
-                tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+                tail = (
+                    log.read_text(errors="replace").strip().splitlines()[-3:]
+                    if log.exists()
+                    else []
+                )
                 raise TargetError(
                     f"building the node image failed (debootstrap {self.spec.suite}, exit "
                     f"{proc.returncode}): {' | '.join(tail) or proc.stderr.strip()[-300:]}; "
                     "check that the Debian mirror in /etc/apt/sources.list is reachable"
                 )
             run(["chroot", str(target), "/bin/sh", "-c", self.spec.recipe], timeout=600)
-            (work / "image.json").write_text(json.dumps({
-                "key": self.spec.key(), "suite": self.spec.suite,
-                "packages": sorted(self.spec.packages), "mirror": mirror,
-            }, indent=2) + "\n", encoding="utf-8")
+            (work / "image.json").write_text(
+                json.dumps(
+                    {
+                        "key": self.spec.key(),
+                        "suite": self.spec.suite,
+                        "packages": sorted(self.spec.packages),
+                        "mirror": mirror,
+                    },
+                    indent=2,
+                )
+                + "\n",
+                encoding="utf-8",
+            )
             self.dir.parent.mkdir(parents=True, exist_ok=True)
             if self.dir.exists():
                 shutil.rmtree(self.dir)

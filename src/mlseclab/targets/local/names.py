@@ -7,6 +7,7 @@ can find what a crashed run left behind by prefix alone.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,8 @@ class LocalNames:
 
     @property
     def image_root(self) -> Path:
-        return self.data_root / "images"
+        """Node images are shared by every lab on the host, wherever its datasets live."""
+        return Path(os.environ.get("MLSECLAB_IMAGE_CACHE", "/var/lib/mlseclab/images"))
 
     @property
     def nft_table(self) -> str:

@@ -60,13 +60,17 @@ def snapshot(netns: str | None, sysctl_keys: list[str] | None = None) -> Snapsho
     for link in _ip_json(netns, "-d", "addr", "show"):  # links, their flags and addresses
         info = link.get("linkinfo", {})
         snap.links[link["ifname"]] = Link(
-            name=link["ifname"], kind=info.get("info_kind", ""),
-            up="UP" in link.get("flags", []), master=link.get("master"),
+            name=link["ifname"],
+            kind=info.get("info_kind", ""),
+            up="UP" in link.get("flags", []),
+            master=link.get("master"),
             isolated=bool(info.get("info_slave_data", {}).get("isolated", False)),
         )
-        snap.addresses[link["ifname"]] = {f"{a['local']}/{a['prefixlen']}"
-                                          for a in link.get("addr_info", [])
-                                          if a.get("family") == "inet"}
+        snap.addresses[link["ifname"]] = {
+            f"{a['local']}/{a['prefixlen']}"
+            for a in link.get("addr_info", [])
+            if a.get("family") == "inet"
+        }
     for route in _ip_json(netns, "-4", "route", "show"):
         snap.routes.add((route.get("dst", ""), route.get("gateway", ""), route.get("dev", "")))
     if sysctl_keys and netns is not None:
@@ -106,12 +110,16 @@ class Converger:
             run(["ip", "netns", "add", netns])
             self.created.append(f"netns {netns}")
         self.snap = snapshot(netns, list(self.wanted_sysctls))
-        if netns is not None and not self.snap.links.get("lo", Link("lo", "", False, None, False)).up:
+        if (
+            netns is not None
+            and not self.snap.links.get("lo", Link("lo", "", False, None, False)).up
+        ):
             _ip(netns, "link", "set", "lo", "up")
 
     def sysctls(self) -> None:
-        changes = [f"{k}={v}" for k, v in self.wanted_sysctls.items()
-                   if self.snap.sysctls.get(k) != v]
+        changes = [
+            f"{k}={v}" for k, v in self.wanted_sysctls.items() if self.snap.sysctls.get(k) != v
+        ]
         if changes and self.netns is not None:
             run(["ip", "netns", "exec", self.netns, "sysctl", "-q", "-w", *changes])
 
@@ -171,8 +179,20 @@ def ensure_uplink(topo: Topology, names: LocalNames) -> list[str]:
     if names.host_uplink not in host.snap.links:
         if names.router_uplink in router.links:  # half-made by an interrupted run
             _ip(names.router_ns, "link", "del", names.router_uplink)
-        _ip(None, "link", "add", "name", names.host_uplink, "type", "veth",
-            "peer", "name", names.router_uplink, "netns", names.router_ns)
+        _ip(
+            None,
+            "link",
+            "add",
+            "name",
+            names.host_uplink,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            names.router_uplink,
+            "netns",
+            names.router_ns,
+        )
         host.created.append(f"veth {names.host_uplink}")
         router = snapshot(names.router_ns)
     rc = Converger(names.router_ns)
@@ -194,15 +214,28 @@ def ensure_node_network(node: LabNode, names: LocalNames, router: Snapshot) -> l
     so one snapshot serves every node of the lab.
     """
     ns, rns = names.node_ns(node.name), names.router_ns
-    c = Converger(ns, {"net.ipv6.conf.all.disable_ipv6": "1",
-                       "net.ipv6.conf.default.disable_ipv6": "1"})
+    c = Converger(
+        ns, {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+    )
     for iface in node.interfaces:
         port = names.node_port(node.name, iface.index)
         if iface.name not in c.snap.links:
             if port in router.links:
                 _ip(rns, "link", "del", port)
-            _ip(rns, "link", "add", "name", port, "type", "veth",
-                "peer", "name", iface.name, "netns", ns)
+            _ip(
+                rns,
+                "link",
+                "add",
+                "name",
+                port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                iface.name,
+                "netns",
+                ns,
+            )
             c.created.append(f"veth {port}")
             router.links.pop(port, None)
         live = router.links.get(port)

@@ -56,8 +56,17 @@ def ensure_rootfs(node: str, names: LocalNames, image: Path) -> bool:
     for sub in ("upper", "work", "root"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     (d / "upper").chmod(0o755)
-    run(["mount", "-t", "overlay", "overlay", "-o",
-         f"lowerdir={image},upperdir={d / 'upper'},workdir={d / 'work'}", str(merged)])
+    run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={image},upperdir={d / 'upper'},workdir={d / 'work'}",
+            str(merged),
+        ]
+    )
     return True
 
 
@@ -75,21 +84,34 @@ def write_identity(node: LabNode, names: LocalNames, domain: str, operator_pubke
     root = names.node_dir(node.name) / "root"
     etc = root / "etc"
     (etc / "hostname").write_text(node.name + "\n", encoding="utf-8")
-    hosts = [f"127.0.0.1\tlocalhost", f"127.0.1.1\t{node.name}.{domain} {node.name}", ""]
+    hosts = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{node.name}.{domain} {node.name}", ""]
     (etc / "hosts").write_text("\n".join(hosts), encoding="utf-8")
     machine_id = etc / "machine-id"
     if not machine_id.read_text(encoding="utf-8").strip():
         machine_id.write_text(secrets.token_hex(16) + "\n", encoding="utf-8")
     (etc / "resolv.conf").unlink(missing_ok=True)  # no DNS leaves the lab
-    (etc / "resolv.conf").write_text(f"# the lab has no resolver\nsearch {domain}\n",
-                                     encoding="utf-8")
+    (etc / "resolv.conf").write_text(
+        f"# the lab has no resolver\nsearch {domain}\n", encoding="utf-8"
+    )
     ssh = etc / "ssh"
     key = ssh / "ssh_host_ed25519_key"
     if not key.exists():
         for stale in ssh.glob("ssh_host_*"):
             stale.unlink()
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{node.name}",
-             "-f", str(key)])
+        run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"root@{node.name}",
+                "-f",
+                str(key),
+            ]
+        )
         key.chmod(0o600)
     home = root / "home" / OPERATOR_USER / ".ssh"
     uid, gid = _ids(root, OPERATOR_USER)
@@ -111,20 +133,34 @@ def _ids(root: Path, user: str) -> tuple[int, int]:
 
 
 def _cgroup_dirs(names: LocalNames, node: str) -> list[Path]:
-    return [CGROUP_ROOT / h / "mlseclab" / names.lab / node for h in CGROUP_HIERARCHIES
-            if (CGROUP_ROOT / h).is_dir()]
+    return [
+        CGROUP_ROOT / h / "mlseclab" / names.lab / node
+        for h in CGROUP_HIERARCHIES
+        if (CGROUP_ROOT / h).is_dir()
+    ]
 
 
 def nspawn_command(node: str, names: LocalNames, mounts: list[Mount]) -> list[str]:
     cmd = [
-        "systemd-nspawn", "--quiet", "--boot",
-        "--directory", str(names.node_dir(node) / "root"),
-        "--machine", names.machine(node), "--hostname", node,
-        "--register=no", "--keep-unit",
+        "systemd-nspawn",
+        "--quiet",
+        "--boot",
+        "--directory",
+        str(names.node_dir(node) / "root"),
+        "--machine",
+        names.machine(node),
+        "--hostname",
+        node,
+        "--register=no",
+        "--keep-unit",
         f"--network-namespace-path=/run/netns/{names.node_ns(node)}",
-        "--capability=CAP_NET_ADMIN", "--private-users=no",
-        "--kill-signal=SIGRTMIN+4", "--console=read-only", "--link-journal=no",
-        "--resolv-conf=off", "--timezone=off",
+        "--capability=CAP_NET_ADMIN",
+        "--private-users=no",
+        "--kill-signal=SIGRTMIN+4",
+        "--console=read-only",
+        "--link-journal=no",
+        "--resolv-conf=off",
+        "--timezone=off",
     ]
     for m in mounts:
         cmd.append(f"--bind{'-ro' if m.read_only else ''}={m.source}:{m.target}")
@@ -135,19 +171,29 @@ def start(node: str, names: LocalNames, mounts: list[Mount]) -> int:
     """Boot the node in the background; return the nspawn PID."""
     d = names.node_dir(node)
     log = d / "console.log"
-    env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="network",
-               SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+    env = dict(
+        os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="network", SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1"
+    )
     cmd = nspawn_command(node, names, mounts)
     if host_runs_systemd():
         # A transient service owns the container, so it outlives this command's session.
         unit = f"mlsl-{names.lab}-{node}"
         run(["systemctl", "reset-failed", unit], check=False)
-        run(["systemd-run", f"--unit={unit}", "--property=Delegate=yes",
-             "--property=KillMode=mixed", "--collect", "--quiet",
-             "--setenv=SYSTEMD_NSPAWN_API_VFS_WRITABLE=network",
-             "--setenv=SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1",
-             f"--property=StandardOutput=append:{log}",
-             f"--property=StandardError=append:{log}", *cmd])
+        run(
+            [
+                "systemd-run",
+                f"--unit={unit}",
+                "--property=Delegate=yes",
+                "--property=KillMode=mixed",
+                "--collect",
+                "--quiet",
+                "--setenv=SYSTEMD_NSPAWN_API_VFS_WRITABLE=network",
+                "--setenv=SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1",
+                f"--property=StandardOutput=append:{log}",
+                f"--property=StandardError=append:{log}",
+                *cmd,
+            ]
+        )
         pid = int(run(["systemctl", "show", "-P", "MainPID", unit]).stdout.strip() or 0)
     else:
         cgroups = _cgroup_dirs(names, node)
@@ -159,9 +205,14 @@ def start(node: str, names: LocalNames, mounts: list[Mount]) -> int:
                 (cg / "cgroup.procs").write_text(str(os.getpid()), encoding="utf-8")
 
         with log.open("ab") as fh:
-            proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, env=env,
-                start_new_session=True, preexec_fn=enter_cgroups,  # noqa: PLW1509
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=fh,
+                env=env,
+                start_new_session=True,
+                preexec_fn=enter_cgroups,
             )
         pid = proc.pid
     (d / "nspawn.pid").write_text(f"{pid}\n", encoding="utf-8")
@@ -214,8 +265,11 @@ def system_state(nspawn: int) -> str:
     leader = leader_pid(nspawn)
     if leader is None:
         return "starting"
-    proc = run(["nsenter", "-t", str(leader), "-a", "systemctl", "is-system-running"],
-               check=False, timeout=20)
+    proc = run(
+        ["nsenter", "-t", str(leader), "-a", "systemctl", "is-system-running"],
+        check=False,
+        timeout=20,
+    )
     return proc.stdout.strip() or "starting"
 
 
@@ -226,14 +280,18 @@ def wait_ready(node: LabNode, names: LocalNames, timeout: float = 90) -> str:
     while time.monotonic() < deadline:
         pid = nspawn_pid(node.name, names)
         if pid is None:
-            raise TargetError(f"{node.name} stopped while booting; see "
-                              f"{names.node_dir(node.name) / 'console.log'}")
+            raise TargetError(
+                f"{node.name} stopped while booting; see "
+                f"{names.node_dir(node.name) / 'console.log'}"
+            )
         state = system_state(pid)
         if state in ("running", "degraded") and _ssh_answers(node.mgmt.ip):
             return state
         time.sleep(0.3)
-    raise TargetError(f"{node.name} did not finish booting in {timeout:.0f}s (state {state}); "
-                      f"see {names.node_dir(node.name) / 'console.log'}")
+    raise TargetError(
+        f"{node.name} did not finish booting in {timeout:.0f}s (state {state}); "
+        f"see {names.node_dir(node.name) / 'console.log'}"
+    )
 
 
 def _ssh_answers(address: str) -> bool:
@@ -295,5 +353,13 @@ def _cleanup_cgroups(names: LocalNames, node: str) -> None:
     shutil.rmtree(propagate, ignore_errors=True)
 
 
-__all__ = ["Mount", "ensure_rootfs", "ok", "start", "stop", "unmount", "wait_ready",
-           "write_identity"]
+__all__ = [
+    "Mount",
+    "ensure_rootfs",
+    "ok",
+    "start",
+    "stop",
+    "unmount",
+    "wait_ready",
+    "write_identity",
+]

@@ -45,12 +45,18 @@ class LocalTarget:
         return [s.cidr for s in self.spec.networks.values()] + [self.spec.lab.local.uplink_cidr]
 
     def _mounts(self, node: str) -> list[nodes.Mount]:
-        return [nodes.Mount(self.names.dataset_dir(m.dataset), m.path, m.mode == "ro")
-                for m in self.spec.nodes[node].mounts]
+        return [
+            nodes.Mount(self.names.dataset_dir(m.dataset), m.path, m.mode == "ro")
+            for m in self.spec.nodes[node].mounts
+        ]
 
     def router_ruleset(self) -> str:
-        return render("router.nft.j2", lab=self.spec.lab.name, table=self.names.nft_table,
-                      rules=self.topo.rules)
+        return render(
+            "router.nft.j2",
+            lab=self.spec.lab.name,
+            table=self.names.nft_table,
+            rules=self.topo.rules,
+        )
 
     def leftovers(self) -> list[str]:
         """Live resources named for this lab (what a crashed run may have left)."""
@@ -60,8 +66,11 @@ class LocalTarget:
             found.append(f"link {self.names.host_uplink}")
         nodes_dir = self.names.lab_dir / "nodes"
         if nodes_dir.is_dir():
-            found += [f"mount {d / 'root'}" for d in sorted(nodes_dir.iterdir())
-                      if nodes.is_mounted(d / "root")]
+            found += [
+                f"mount {d / 'root'}"
+                for d in sorted(nodes_dir.iterdir())
+                if nodes.is_mounted(d / "root")
+            ]
         return found
 
     # -- plan ----------------------------------------------------------------------
@@ -71,35 +80,68 @@ class LocalTarget:
         def add(exists: bool, kind: str, name: str, details: str = "") -> None:
             out.append(PlannedAction("exists" if exists else "create", kind, name, details))
 
-        add(self.images.ready, "image", f"debian {self.images.spec.suite}",
-            f"{self.images.rootfs} (cache key {self.images.spec.key()})")
+        add(
+            self.images.ready,
+            "image",
+            f"debian {self.images.spec.suite}",
+            f"{self.images.rootfs} (cache key {self.images.spec.key()})",
+        )
         for ds_name, ds in self.spec.datasets.items():
-            add(self.names.dataset_dir(ds_name).is_dir(), "dataset", ds_name,
-                f"{self.names.dataset_dir(ds_name)}{' (protected)' if ds.protect else ''}")
+            add(
+                self.names.dataset_dir(ds_name).is_dir(),
+                "dataset",
+                ds_name,
+                f"{self.names.dataset_dir(ds_name)}{' (protected)' if ds.protect else ''}",
+            )
         rns = self.names.router_ns
         add(network.netns_exists(rns), "netns", rns, "router: gateways and the flow policy")
         for seg_name, seg in self.spec.networks.items():
-            add(network.link_exists(self.names.bridge(seg_name), rns) if network.netns_exists(rns)
-                else False, "bridge", self.names.bridge(seg_name),
-                f"segment {seg_name}: {seg.cidr}, gateway {seg.gateway_address}, vlan {seg.vlan}")
-        add(network.link_exists(self.names.host_uplink), "veth", self.names.host_uplink,
-            f"operator uplink {self.topo.operator_address} -> {self.topo.router_uplink_address}")
-        add(network.netns_exists(rns), "nftables", f"{rns}/{self.names.nft_table}",
-            f"forward policy drop, {len(self.topo.rules)} allow rules from {len(self.spec.flows)} flows")
+            add(
+                network.link_exists(self.names.bridge(seg_name), rns)
+                if network.netns_exists(rns)
+                else False,
+                "bridge",
+                self.names.bridge(seg_name),
+                f"segment {seg_name}: {seg.cidr}, gateway {seg.gateway_address}, vlan {seg.vlan}",
+            )
+        add(
+            network.link_exists(self.names.host_uplink),
+            "veth",
+            self.names.host_uplink,
+            f"operator uplink {self.topo.operator_address} -> {self.topo.router_uplink_address}",
+        )
+        add(
+            network.netns_exists(rns),
+            "nftables",
+            f"{rns}/{self.names.nft_table}",
+            f"forward policy drop, {len(self.topo.rules)} allow rules "
+            f"from {len(self.spec.flows)} flows",
+        )
         for node in self.topo.nodes.values():
             running = nodes.nspawn_pid(node.name, self.names) is not None
             nics = ", ".join(f"{i.name} {i.network} {i.cidr}" for i in node.interfaces)
-            add(network.netns_exists(self.names.node_ns(node.name)), "netns",
-                self.names.node_ns(node.name), nics)
-            mounts = ", ".join(f"{m.dataset}:{m.path}:{m.mode}"
-                               for m in self.spec.nodes[node.name].mounts)
+            add(
+                network.netns_exists(self.names.node_ns(node.name)),
+                "netns",
+                self.names.node_ns(node.name),
+                nics,
+            )
+            mounts = ", ".join(
+                f"{m.dataset}:{m.path}:{m.mode}" for m in self.spec.nodes[node.name].mounts
+            )
             gpu = self.spec.nodes[node.name].gpu
-            detail = f"{node.role}, nspawn, mgmt {node.mgmt.ip}" + (f", mounts {mounts}" if mounts else "")
+            detail = f"{node.role}, nspawn, mgmt {node.mgmt.ip}" + (
+                f", mounts {mounts}" if mounts else ""
+            )
             if gpu is not None:
                 detail += f" (gpu mapping {gpu.mapping}: proxmox only, not on local)"
             add(running, "container", node.name, detail)
-        add(self.home.inventory.exists(), "inventory", str(self.home.inventory),
-            "groups by role, host vars from the spec")
+        add(
+            self.home.inventory.exists(),
+            "inventory",
+            str(self.home.inventory),
+            "groups by role, host vars from the spec",
+        )
         return Plan(resources=out)
 
     # -- up ------------------------------------------------------------------------
@@ -119,13 +161,21 @@ class LocalTarget:
                         f"lab {self.spec.lab.name} has leftovers from a crashed run that the "
                         f"state does not know: {', '.join(left[:6])}"
                         f"{' ...' if len(left) > 6 else ''}; clear them with "
-                        "`mlseclab down --force`")
-            state.update({"lab": self.spec.lab.name, "target": "local", "phase": "up",
-                          "started": time.time()})
+                        "`mlseclab down --force`"
+                    )
+            state.update(
+                {
+                    "lab": self.spec.lab.name,
+                    "target": "local",
+                    "phase": "up",
+                    "started": time.time(),
+                }
+            )
             self.home.write_state(state)
             self._up(state)
-            state.update({"phase": "ready", "finished": time.time(),
-                          "image": self.images.spec.key()})
+            state.update(
+                {"phase": "ready", "finished": time.time(), "image": self.images.spec.key()}
+            )
             self.home.write_state(state)
 
     def _up(self, state: dict[str, Any]) -> None:
@@ -154,22 +204,29 @@ class LocalTarget:
                     self._record([f"rootfs {node.name}"])
                 if nodes.nspawn_pid(node.name, self.names) is None:
                     host_keys[node.name] = nodes.write_identity(
-                        node, self.names, self.spec.lab.domain, pubkey)
+                        node, self.names, self.spec.lab.domain, pubkey
+                    )
                     nodes.start(node.name, self.names, self._mounts(node.name))
                     booting.append(node.name)
                     self._record([f"container {node.name}"])
                 elif node.name not in host_keys:
                     host_keys[node.name] = self._read_host_key(node.name)
                 self.home.write_state(state)
-        with ui.step("waiting for systemd and sshd on every node"):
-            with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-                futures = {n: pool.submit(nodes.wait_ready, self.topo.nodes[n], self.names)
-                           for n in self.topo.nodes}
-                states = {n: f.result() for n, f in futures.items()}
+        with (
+            ui.step("waiting for systemd and sshd on every node"),
+            concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool,
+        ):
+            futures = {
+                n: pool.submit(nodes.wait_ready, self.topo.nodes[n], self.names)
+                for n in self.topo.nodes
+            }
+            states = {n: f.result() for n, f in futures.items()}
         degraded = [n for n, s in states.items() if s != "running"]
         if degraded:
-            ui.warn(f"systemd reports degraded on {', '.join(degraded)} "
-                    "(`mlseclab ssh NODE systemctl --failed` shows why)")
+            ui.warn(
+                f"systemd reports degraded on {', '.join(degraded)} "
+                "(`mlseclab ssh NODE systemctl --failed` shows why)"
+            )
         self._write_access(host_keys)
 
     def _read_host_key(self, node: str) -> str:
@@ -178,17 +235,33 @@ class LocalTarget:
 
     def live_router_table(self) -> str | None:
         """The router's table as nftables lists it, without counter values (None: absent)."""
-        live = host.run(["ip", "netns", "exec", self.names.router_ns, "nft", "--stateless",
-                         "list", "table", "inet", self.names.nft_table], check=False)
+        live = host.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.names.router_ns,
+                "nft",
+                "--stateless",
+                "list",
+                "table",
+                "inet",
+                self.names.nft_table,
+            ],
+            check=False,
+        )
         return live.stdout if live.returncode == 0 else None
 
     def _apply_router_policy(self) -> None:
         ruleset = self.router_ruleset()
         self.names.lab_dir.mkdir(parents=True, exist_ok=True)
         rendered, applied = self.names.lab_dir / "router.nft", self.names.lab_dir / "router.live"
-        if (rendered.exists() and rendered.read_text(encoding="utf-8") == ruleset
-                and applied.exists()
-                and applied.read_text(encoding="utf-8") == self.live_router_table()):
+        if (
+            rendered.exists()
+            and rendered.read_text(encoding="utf-8") == ruleset
+            and applied.exists()
+            and applied.read_text(encoding="utf-8") == self.live_router_table()
+        ):
             return
         nft = ["ip", "netns", "exec", self.names.router_ns, "nft"]
         host.run([*nft, "--check", "-f", "-"], input_text=ruleset)
@@ -198,13 +271,22 @@ class LocalTarget:
         self._record([f"nftables {self.names.nft_table} ({len(self.topo.rules)} rules)"])
 
     def _write_access(self, host_keys: dict[str, str]) -> None:
-        lines = [f"{name} ssh-ed25519 {key}" for name, key in sorted(host_keys.items())
-                 if name in self.topo.nodes]
+        lines = [
+            f"{name} ssh-ed25519 {key}"
+            for name, key in sorted(host_keys.items())
+            if name in self.topo.nodes
+        ]
         known = "\n".join(lines) + "\n"
-        current = self.home.known_hosts.read_text(encoding="utf-8") if self.home.known_hosts.exists() else ""
+        current = (
+            self.home.known_hosts.read_text(encoding="utf-8")
+            if self.home.known_hosts.exists()
+            else ""
+        )
         if current != known:
             write_private(self.home.known_hosts, known, 0o644)
-        before = self.home.inventory.read_text(encoding="utf-8") if self.home.inventory.exists() else ""
+        before = (
+            self.home.inventory.read_text(encoding="utf-8") if self.home.inventory.exists() else ""
+        )
         write_inventory(self.topo, self.home, RUNTIME_KIND)
         if self.home.inventory.read_text(encoding="utf-8") != before:
             self._record([f"inventory {self.home.inventory}"])
@@ -219,22 +301,36 @@ class LocalTarget:
                 if left:
                     raise TargetError(
                         f"no state for lab {self.spec.lab.name}, but live resources carry its "
-                        f"name: {', '.join(left[:6])}; run `mlseclab down --force` to remove them")
+                        f"name: {', '.join(left[:6])}; run `mlseclab down --force` to remove them"
+                    )
                 ui.info(f"lab {self.spec.lab.name} is not up; nothing to remove")
             self._down(purge_data=purge_data)
-            for f in (self.home.state_file, self.home.inventory, self.home.ssh_config,
-                      self.home.known_hosts):
+            for f in (
+                self.home.state_file,
+                self.home.inventory,
+                self.home.ssh_config,
+                self.home.known_hosts,
+            ):
                 f.unlink(missing_ok=True)
 
     def _down(self, *, purge_data: bool) -> None:
         names = self.names
-        targets = sorted(set(self.topo.nodes) | set(nodes.find_nspawn_pids(names))
-                         | {p.name for p in (names.lab_dir / "nodes").glob("*")
-                            if (names.lab_dir / "nodes").is_dir()})
-        with ui.step(f"stopping {len(targets)} containers"):
-            with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-                stopped = dict(zip(targets, pool.map(lambda n: nodes.stop(n, names), targets),
-                                   strict=True))
+        targets = sorted(
+            set(self.topo.nodes)
+            | set(nodes.find_nspawn_pids(names))
+            | {
+                p.name
+                for p in (names.lab_dir / "nodes").glob("*")
+                if (names.lab_dir / "nodes").is_dir()
+            }
+        )
+        with (
+            ui.step(f"stopping {len(targets)} containers"),
+            concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool,
+        ):
+            stopped = dict(
+                zip(targets, pool.map(lambda n: nodes.stop(n, names), targets), strict=True)
+            )
         self._record_removed([f"container {n}" for n, was in stopped.items() if was])
         removed: list[str] = []
         for node in targets:
@@ -283,12 +379,17 @@ class LocalTarget:
                 state = "stopped"
             else:
                 state = "absent"
-            out.append(NodeStatus(
-                name=node.name, role=node.role, kind=RUNTIME_KIND,
-                segments=", ".join(f"{i.network} {i.ip}" for i in node.interfaces),
-                mgmt_ip=node.mgmt.ip, state=state,
-                detail=f"pid {pid}" if pid else "",
-            ))
+            out.append(
+                NodeStatus(
+                    name=node.name,
+                    role=node.role,
+                    kind=RUNTIME_KIND,
+                    segments=", ".join(f"{i.network} {i.ip}" for i in node.interfaces),
+                    mgmt_ip=node.mgmt.ip,
+                    state=state,
+                    detail=f"pid {pid}" if pid else "",
+                )
+            )
         return out
 
 

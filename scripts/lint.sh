@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The linters `make test` runs first: ruff (lint and format), mypy --strict, yamllint, ansible-lint.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=.venv/bin
+echo "lint: ruff"
+"$bin/ruff" check src tests stacks policy bench
+"$bin/ruff" format --check --quiet src tests stacks policy bench
+echo "lint: mypy --strict src/mlseclab"
+"$bin/mypy" --no-error-summary
+echo "lint: yamllint"
+"$bin/yamllint" --strict .
+if [ -f roles/site.yml ]; then
+  echo "lint: ansible-lint (production profile)"
+  "$bin/ansible-lint" --profile production --offline roles/site.yml
+else
+  echo "lint: ansible-lint: no playbook yet (roles/site.yml arrives with the hardening roles)"
+fi

@@ -1,0 +1,175 @@
+"""The lab spec: every valid fixture loads, every invalid one fails with its exact message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers.labs import REFERENCE, SPECS, load_text, reference_text
+from mlseclab.cli import main
+from mlseclab.errors import SpecError
+from mlseclab.spec import load_spec
+
+INVALID = sorted((SPECS / "invalid").glob("*.yaml"))
+VALID = sorted((SPECS / "valid").glob("*.yaml"))
+
+EXPECTED_MISTAKES = {
+    "vlan-out-of-range",
+    "cidr-host-bits",
+    "overlapping-cidrs",
+    "address-outside-network",
+    "duplicate-address",
+    "duplicate-node-name",
+    "flow-to-unknown-role",
+    "gpu-on-container",
+    "mount-undeclared-dataset",
+    "unknown-key",
+    "wrong-type",
+    "yaml-syntax-error",
+    "empty-file",
+}
+
+
+def expected(path: Path) -> str:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# expect: "), f"{path.name} must start with '# expect: LINE: ...'"
+    return f"{path}:{first.removeprefix('# expect: ')}"
+
+
+def test_every_mistake_has_a_fixture() -> None:
+    assert {p.stem for p in INVALID} >= EXPECTED_MISTAKES
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_fixture_fails_with_its_message(path: Path) -> None:
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    assert [str(p) for p in exc.value.problems] == [expected(path)]
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_cli_reports_invalid_spec_without_traceback(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == expected(path)
+    assert "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("path", [REFERENCE, *VALID], ids=lambda p: p.stem)
+def test_valid_spec_loads(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(path)]) == 0
+    assert ": valid — lab " in capsys.readouterr().out
+
+
+def test_missing_file_names_the_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "no/such/lab.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("no/such/lab.yaml:0: no such file; pass a lab spec")
+
+
+def test_every_problem_is_reported_not_only_the_first() -> None:
+    text = (
+        reference_text()
+        .replace("vlan: 20", "vlan: 9000")
+        .replace("ip: 10.66.50.14", "ip: 10.66.9.14")
+    )
+    with pytest.raises(SpecError) as exc:
+        load_text(text)
+    messages = [p.message for p in exc.value.problems]
+    assert any("VLAN id 9000 is out of range" in m for m in messages)
+    # field errors stop before whole-lab rules; the second mistake shows once the first is fixed
+    text = (
+        reference_text()
+        .replace("ip: 10.66.50.14", "ip: 10.66.9.14")
+        .replace("ip: 10.66.60.15", "ip: 10.66.10.14")
+    )
+    with pytest.raises(SpecError) as exc:
+        load_text(text)
+    paths = [p.path for p in exc.value.problems]
+    assert paths == ["nodes.rag-01.nics[1].ip", "nodes.obs-01.nics[1].ip"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "fragment"),
+    [
+        ("name: reference", "name: Reference_Lab", "lab.name", "is not a lab name"),
+        (
+            "{vlan: 20, cidr",
+            "{vlan: 10, cidr",
+            "networks.edge.vlan",
+            "already used by network mgmt",
+        ),
+        ("purpose: mgmt}", "purpose: app}", "networks", "exactly one network with purpose mgmt"),
+        (
+            "{network: mgmt, ip: 10.66.10.14}",
+            "{network: app, ip: 10.66.50.24}",
+            "nodes.rag-01.nics[1].network",
+            "two NICs on app",
+        ),
+        (
+            "{network: app, ip: 10.66.50.14}",
+            "{network: ap, ip: 10.66.50.14}",
+            "nodes.rag-01.nics[1].network",
+            "did you mean 'app'?",
+        ),
+        ("ip: 10.66.50.14", "ip: 10.66.50.1", "nodes.rag-01.nics[1].ip", "the gateway of app"),
+        ("vm_id: 6615", "vm_id: 6614", "nodes.obs-01.vm_id", "already used by rag-01"),
+        ("to: rag, port: 8080", "to: rag, port: 80800", "flows[1].port", "out of range"),
+        (
+            "from: operator, to: all",
+            "from: operator, to: any",
+            "flows[7].to",
+            "can only be a source",
+        ),
+        (
+            "kind: vm\n    cpu: 8",
+            "kind: container\n    cpu: 8",
+            "nodes.inference-01.gpu",
+            "a GPU needs a VM",
+        ),
+        (
+            "path: /srv/models",
+            "path: srv/models",
+            "nodes.inference-01.mounts[0].path",
+            "not a mount point",
+        ),
+        (
+            "protect: true\n  vectors",
+            "protect: yes please\n  vectors",
+            "datasets.models.protect",
+            "expected true or false",
+        ),
+        (
+            "network_mode: bridge ",
+            "network_mode: vxlan ",
+            "lab.proxmox.network_mode",
+            "'vxlan' is not allowed; valid: 'bridge' or 'sdn'",
+        ),
+        (
+            "uplink_cidr: 10.66.255.0/30",
+            "uplink_cidr: 10.66.10.0/30",
+            "lab.local.uplink_cidr",
+            "overlaps network mgmt",
+        ),
+    ],
+)
+def test_rule(old: str, new: str, path: str, fragment: str) -> None:
+    text = reference_text()
+    assert old in text, old
+    with pytest.raises(SpecError) as exc:
+        load_text(text.replace(old, new, 1))
+    problems = {p.path: p.message for p in exc.value.problems}
+    assert path in problems, problems
+    assert fragment in problems[path]
+    line = next(p.line for p in exc.value.problems if p.path == path)
+    assert line > 0
+
+
+def test_not_a_mapping() -> None:
+    with pytest.raises(SpecError) as exc:
+        load_text("- just\n- a list\n")
+    assert "expected a mapping with keys lab, networks, nodes" in str(exc.value)
