@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_options(p)
     _target_option(p)
 
+    p = sub.add_parser("harden", help="run the hardening roles (roles/site.yml) on the lab")
+    _spec_options(p)
+    p.add_argument("--check", action="store_true", help="check mode with diffs: change nothing")
+    p.add_argument("--limit", metavar="HOSTS", help="only these nodes or groups (ansible --limit)")
+    p.add_argument("--tags", metavar="TAGS", help="only tasks with these tags")
+    p.add_argument("--skip-tags", metavar="TAGS", help="skip tasks with these tags")
+
     p = sub.add_parser("status", help="nodes, roles, segments, addresses and state")
     _spec_options(p)
     _target_option(p)

@@ -95,6 +95,7 @@ def render_inventory(topo: Topology, home: LabHome, runtime_kind: str) -> str:
                     for name, s in spec.networks.items()
                 },
                 "mlseclab_state_dir": str(home.root),
+                "mlseclab_secrets_dir": str(home.root / "secrets"),
             },
             "children": children,
         }

@@ -1,6 +1,16 @@
 """One typed function per CLI command; each returns an exit code."""
 
+from mlseclab.commands.harden import cmd_harden
 from mlseclab.commands.lab import cmd_down, cmd_ssh, cmd_status, cmd_up
 from mlseclab.commands.spec import cmd_graph, cmd_plan, cmd_validate
 
-__all__ = ["cmd_down", "cmd_graph", "cmd_plan", "cmd_ssh", "cmd_status", "cmd_up", "cmd_validate"]
+__all__ = [
+    "cmd_down",
+    "cmd_graph",
+    "cmd_harden",
+    "cmd_plan",
+    "cmd_ssh",
+    "cmd_status",
+    "cmd_up",
+    "cmd_validate",
+]

@@ -8,6 +8,7 @@ builds a new one beside it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -22,8 +23,8 @@ from mlseclab.targets.local.host import run
 
 SUITE = "trixie"
 
-#: What every node needs to boot, be managed and be hardened.
-BASE_PACKAGES: tuple[str, ...] = (
+#: What debootstrap puts in: enough to boot, be reached and run apt.
+BOOTSTRAP_PACKAGES: tuple[str, ...] = (
     "systemd-sysv",
     "dbus",
     "openssh-server",
@@ -32,19 +33,74 @@ BASE_PACKAGES: tuple[str, ...] = (
     "sudo",
     "nftables",
     "iproute2",
+    "ca-certificates",
+    "locales",
+)
+
+#: What the roles need, installed with apt in the new root (nodes never reach a mirror).
+#: Services are disabled in the image: each node's role enables its own.
+ROLE_PACKAGES: tuple[str, ...] = (
+    # every node: hardening, time, logs, metrics
+    "auditd",
+    "aide",
+    "libpam-pwquality",
+    "unattended-upgrades",
+    "apparmor",
+    "systemd-timesyncd",
+    "systemd-journal-remote",
+    "prometheus-node-exporter",
     "iputils-ping",
     "netcat-openbsd",
-    "ca-certificates",
     "procps",
     "less",
-    "locales",
     "kmod",
+    "openssl",
+    # gateway
+    "nginx",
+    "libnginx-mod-http-js",
+    # vector database
+    "postgresql-17",
+    "postgresql-17-pgvector",
+    "python3-psycopg2",
+    # observability
+    "prometheus",
+    # inference and rag: virtual environments from a wheelhouse; llama.cpp links libgomp
+    "python3-venv",
+    "libgomp1",
+)
+
+#: Units the packages enable that a node must not run until its role says so.
+DISABLED_UNITS: tuple[str, ...] = (
+    "nginx.service",
+    "postgresql.service",
+    "prometheus.service",
+    "prometheus-node-exporter.service",
+    "systemd-journal-remote.socket",
+    "systemd-journal-upload.service",
+    "auditd.service",
+    "audit-rules.service",
+    "apparmor.service",
+    "unattended-upgrades.service",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+    "fstrim.timer",
 )
 
 #: Customisation run in the new root filesystem (chroot); part of the cache key.
 RECIPE = r"""
 set -eu
 export DEBIAN_FRONTEND=noninteractive
+printf '#!/bin/sh
+exit 101
+' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends @ROLE_PACKAGES@ >/dev/null
+rm -f /usr/sbin/policy-rc.d
+for unit in @DISABLED_UNITS@; do
+    systemctl disable "$unit" >/dev/null 2>&1 || true
+done
 # the operator account: key-only, sudo without a password, no password at all
 id -u mlseclab >/dev/null 2>&1 || \
     useradd --create-home --shell /bin/bash --comment "mlseclab operator" mlseclab
@@ -56,30 +112,39 @@ visudo -cf /etc/sudoers.d/mlseclab >/dev/null
 # every node gets its own host keys and machine id when it is created
 rm -f /etc/ssh/ssh_host_*
 : > /etc/machine-id
-rm -f /var/lib/dbus/machine-id
+rm -f /var/lib/dbus/machine-id && ln -s /etc/machine-id /var/lib/dbus/machine-id
+rm -f /etc/hostname
 # no unit in a container may wait for hardware or the outside world
 systemctl mask systemd-networkd-wait-online.service getty@tty1.service console-getty.service \
     systemd-firstboot.service >/dev/null 2>&1 || true
 systemctl enable ssh.service >/dev/null 2>&1 || true
 sed -i 's/^# *en_US.UTF-8/en_US.UTF-8/' /etc/locale.gen && locale-gen >/dev/null
+printf 'LANG=C.UTF-8\n' > /etc/default/locale
 apt-get clean
-rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log /etc/resolv.conf
 """
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
 class ImageSpec:
     suite: str = SUITE
-    packages: tuple[str, ...] = BASE_PACKAGES
+    packages: tuple[str, ...] = BOOTSTRAP_PACKAGES
+    role_packages: tuple[str, ...] = ROLE_PACKAGES
+    disabled_units: tuple[str, ...] = DISABLED_UNITS
     recipe: str = RECIPE
+
+    def script(self) -> str:
+        return self.recipe.replace("@ROLE_PACKAGES@", " ".join(self.role_packages)).replace(
+            "@DISABLED_UNITS@", " ".join(self.disabled_units)
+        )
 
     def key(self) -> str:
         doc = json.dumps(
             {
                 "suite": self.suite,
                 "packages": sorted(self.packages),
-                "recipe": self.recipe,
+                "script": self.script(),
                 "version": RECIPE_VERSION,
             },
             sort_keys=True,
@@ -104,6 +169,35 @@ def host_mirror(sources: Iterable[Path] | None = None) -> str | None:
     return None
 
 
+def in_chroot(root: Path, script: str, timeout: float = 600) -> None:
+    """Run ``script`` with /bin/sh inside ``root``, with /proc, /sys and /dev mounted and the
+    host's resolver (apt fetches from the host's mirror); everything is unmounted after."""
+    mounted: list[Path] = []
+    resolv = root / "etc" / "resolv.conf"
+    try:
+        for fs, src in (("proc", "proc"), ("sysfs", "sys"), (None, "dev"), (None, "dev/pts")):
+            point = root / src
+            point.mkdir(parents=True, exist_ok=True)
+            if fs is None:
+                run(["mount", "--bind", f"/{src}", str(point)])
+            else:
+                run(["mount", "-t", fs, fs, str(point)])
+            mounted.append(point)
+        resolv.unlink(missing_ok=True)
+        shutil.copyfile("/etc/resolv.conf", resolv)
+        proc = run(["chroot", str(root), "/bin/sh", "-c", script], check=False, timeout=timeout)
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise TargetError(
+                f"customising the node image failed (exit {proc.returncode}): "
+                f"{' | '.join(detail) or 'no output'}"
+            )
+    finally:
+        for point in reversed(mounted):
+            run(["umount", "--lazy", str(point)], check=False)
+        resolv.unlink(missing_ok=True)
+
+
 class ImageCache:
     """Images under ``<root>/<key>/rootfs``; a finished one has ``<root>/<key>/image.json``."""
 
@@ -124,14 +218,24 @@ class ImageCache:
         return (self.dir / "image.json").is_file() and self.rootfs.is_dir()
 
     def ensure(self) -> tuple[Path, bool]:
-        """The image's root filesystem, and whether it was built just now."""
+        """The image's root filesystem, and whether it was built just now.
+
+        One build per key at a time: a second caller waits for the first (the lock
+        is released when its process ends, however it ends) and then reuses it.
+        """
         if self.ready:
             return self.rootfs, False
         self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / f".{self.spec.key()}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.ready:
+                return self.rootfs, False
+            return self._build()
+
+    def _build(self) -> tuple[Path, bool]:
         work = self.root / f".build-{self.spec.key()}-{os.getpid()}"
-        shutil.rmtree(work, ignore_errors=True)
         for stale in self.root.glob(f".build-{self.spec.key()}-*"):
-            shutil.rmtree(stale, ignore_errors=True)  # an interrupted build
+            shutil.rmtree(stale, ignore_errors=True)  # an interrupted build: we hold the lock
         try:
             target = work / "rootfs"
             cmd = [
@@ -157,13 +261,14 @@ class ImageCache:
                     f"{proc.returncode}): {' | '.join(tail) or proc.stderr.strip()[-300:]}; "
                     "check that the Debian mirror in /etc/apt/sources.list is reachable"
                 )
-            run(["chroot", str(target), "/bin/sh", "-c", self.spec.recipe], timeout=600)
+            in_chroot(target, self.spec.script(), timeout=1800)
             (work / "image.json").write_text(
                 json.dumps(
                     {
                         "key": self.spec.key(),
                         "suite": self.spec.suite,
                         "packages": sorted(self.spec.packages),
+                        "role_packages": sorted(self.spec.role_packages),
                         "mirror": mirror,
                     },
                     indent=2,

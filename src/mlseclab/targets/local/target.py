@@ -18,6 +18,7 @@ from typing import Any
 from mlseclab import ui
 from mlseclab.errors import LabError, TargetError
 from mlseclab.inventory import write_inventory
+from mlseclab.secrets import ensure_secrets
 from mlseclab.state import LabHome, write_private
 from mlseclab.targets import NodeStatus, Plan, PlannedAction
 from mlseclab.targets.local import host, network, nodes
@@ -228,6 +229,7 @@ class LocalTarget:
                 "(`mlseclab ssh NODE systemctl --failed` shows why)"
             )
         self._write_access(host_keys)
+        self._record(ensure_secrets(self.topo, self.home))
 
     def _read_host_key(self, node: str) -> str:
         pub = self.names.node_dir(node) / "root" / "etc" / "ssh" / "ssh_host_ed25519_key.pub"
