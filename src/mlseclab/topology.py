@@ -45,12 +45,31 @@ class Route:
 
 
 @dataclass(frozen=True)
+class SourceTable:
+    """Policy routing: what leaves from ``source`` is routed by its own NIC.
+
+    A node with several NICs answers on the NIC a request came in on; without
+    this, a reply from the edge address to the operator would leave by mgmt and
+    the router's strict reverse-path filter would (rightly) drop it.
+    """
+
+    table: int
+    priority: int
+    source: str
+    routes: tuple[Route, ...]
+
+
+SOURCE_TABLE_BASE = 100
+
+
+@dataclass(frozen=True)
 class LabNode:
     name: str
     role: str
     kind: NodeKind
     interfaces: tuple[Interface, ...]
     routes: tuple[Route, ...]
+    source_tables: tuple[SourceTable, ...] = ()
 
     @property
     def mgmt(self) -> Interface:
@@ -243,6 +262,30 @@ def _gateway(spec: LabSpec, network: str) -> str:
     return str(spec.networks[network].gateway_address)
 
 
+def _source_tables(
+    spec: LabSpec, interfaces: list[Interface], uplink: str
+) -> tuple[SourceTable, ...]:
+    """One routing table per NIC for traffic from that NIC's address (see SourceTable)."""
+    tables = []
+    for iface in interfaces:
+        routes: tuple[Route, ...]
+        if iface.purpose is Purpose.MGMT:
+            # from mgmt: its own segment (connected) and the operator, nothing else
+            routes = (Route(uplink, iface.gateway, iface.name),)
+        else:
+            routes = tuple(
+                Route(dest, iface.gateway, iface.name)
+                for dest in [
+                    uplink,
+                    *(s.cidr for n, s in spec.networks.items() if n != iface.network),
+                ]
+            )
+        tables.append(
+            SourceTable(SOURCE_TABLE_BASE + iface.index, 1000 + iface.index, iface.ip, routes)
+        )
+    return tuple(tables)
+
+
 def derive(spec: LabSpec) -> Topology:
     """The topology a valid spec describes."""
     uplink = ipaddress.IPv4Network(spec.lab.local.uplink_cidr)
@@ -278,6 +321,7 @@ def derive(spec: LabSpec) -> Topology:
             kind=node.kind,
             interfaces=tuple(interfaces),
             routes=tuple(routes),
+            source_tables=_source_tables(spec, interfaces, str(uplink)),
         )
     return Topology(
         spec=spec, nodes=nodes, operator_address=str(hosts[0]), router_uplink_address=str(hosts[-1])

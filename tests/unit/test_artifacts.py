@@ -54,7 +54,7 @@ def test_inventory_groups_hosts_and_refers_to_keys_by_path(topo, tmp_path: Path)
 def test_ssh_config_pins_host_keys(topo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     home = LabHome("reference", tmp_path)
     text = render_ssh_config(topo, home)
-    assert "Host rag-01 rag-01.lab.internal\n    HostName 10.66.10.14" in text
+    assert "Host rag-01 rag-01.lab.internal 10.66.10.14\n    HostName 10.66.10.14" in text
     assert text.count("StrictHostKeyChecking yes") == 5
     assert f"UserKnownHostsFile {home.known_hosts}" in text
 

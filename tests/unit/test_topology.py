@@ -124,3 +124,17 @@ def test_only_flows_from_any_have_no_source_match(topo: Topology) -> None:
             assert rule.sources and rule.source_addresses, rule
     assert not [r for r in topo.rules if r.flow == "metrics-scrape" and r.destination == "obs-01"]
     assert not cell(topo, "gateway-01", "obs-01", "mgmt", 9100)
+
+
+def test_replies_leave_by_the_nic_the_request_came_in_on(topo: Topology) -> None:
+    gw = topo.nodes["gateway-01"]
+    by_source = {t.source: t for t in gw.source_tables}
+    edge = by_source["10.66.20.11"]
+    # the operator (uplink) is reached from the edge address through the edge gateway,
+    # so the router's strict reverse-path filter accepts the reply
+    assert ("10.66.255.0/30", "10.66.20.1", "eth1") in {
+        (r.destination, r.via, r.dev) for r in edge.routes
+    }
+    mgmt = by_source["10.66.10.11"]
+    assert [(r.destination, r.dev) for r in mgmt.routes] == [("10.66.255.0/30", "eth0")]
+    assert len({t.table for t in gw.source_tables}) == len(gw.interfaces)

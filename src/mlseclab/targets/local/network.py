@@ -42,7 +42,8 @@ class Snapshot:
     exists: bool = True
     links: dict[str, Link] = field(default_factory=dict)
     addresses: dict[str, set[str]] = field(default_factory=dict)
-    routes: set[tuple[str, str, str]] = field(default_factory=set)  # (dst, via, dev)
+    routes: set[tuple[str, str, str, str]] = field(default_factory=set)  # (table, dst, via, dev)
+    rules: set[tuple[int, str, str]] = field(default_factory=set)  # (priority, from, table)
     sysctls: dict[str, str] = field(default_factory=dict)
 
 
@@ -71,8 +72,24 @@ def snapshot(netns: str | None, sysctl_keys: list[str] | None = None) -> Snapsho
             for a in link.get("addr_info", [])
             if a.get("family") == "inet"
         }
-    for route in _ip_json(netns, "-4", "route", "show"):
-        snap.routes.add((route.get("dst", ""), route.get("gateway", ""), route.get("dev", "")))
+    for route in _ip_json(netns, "-4", "route", "show", "table", "all"):
+        snap.routes.add(
+            (
+                str(route.get("table", "main")),
+                route.get("dst", ""),
+                route.get("gateway", ""),
+                route.get("dev", ""),
+            )
+        )
+    if netns is not None:
+        for rule in _ip_json(netns, "-4", "rule", "show"):
+            snap.rules.add(
+                (
+                    int(rule.get("priority", 0)),
+                    str(rule.get("src", "all")),
+                    str(rule.get("table", "")),
+                )
+            )
     if sysctl_keys and netns is not None:
         proc = run(["ip", "netns", "exec", netns, "sysctl", "-e", *sysctl_keys], check=False)
         for line in proc.stdout.splitlines():
@@ -105,6 +122,7 @@ class Converger:
     def __init__(self, netns: str | None, sysctls: dict[str, str] | None = None) -> None:
         self.netns = netns
         self.created: list[str] = []
+        self.settings = 0  # addresses, routes, rules, sysctls and link states changed
         self.wanted_sysctls = sysctls or {}
         if netns is not None and not netns_exists(netns):
             run(["ip", "netns", "add", netns])
@@ -122,19 +140,44 @@ class Converger:
         ]
         if changes and self.netns is not None:
             run(["ip", "netns", "exec", self.netns, "sysctl", "-q", "-w", *changes])
+            self.settings += len(changes)
 
     def address(self, dev: str, cidr: str) -> None:
         if cidr not in self.snap.addresses.get(dev, set()):
             _ip(self.netns, "addr", "add", cidr, "dev", dev)
+            self.settings += 1
 
     def up(self, dev: str) -> None:
         link = self.snap.links.get(dev)
         if link is None or not link.up:
             _ip(self.netns, "link", "set", dev, "up")
+            self.settings += 1
 
-    def route(self, destination: str, via: str, dev: str) -> None:
-        if (destination, via, dev) not in self.snap.routes:
-            _ip(self.netns, "route", "replace", destination, "via", via, "dev", dev)
+    def route(self, destination: str, via: str, dev: str, table: str = "main") -> None:
+        if (table, destination, via, dev) not in self.snap.routes:
+            _ip(self.netns, "route", "replace", destination, "via", via, "dev", dev, "table", table)
+            self.settings += 1
+
+    def rule(self, priority: int, source: str, table: str) -> None:
+        if (priority, source, table) not in self.snap.rules:
+            _ip(
+                self.netns,
+                "rule",
+                "add",
+                "priority",
+                str(priority),
+                "from",
+                source,
+                "lookup",
+                table,
+            )
+            self.settings += 1
+
+    def report(self) -> list[str]:
+        """What was created, and one line for the settings changed in this namespace."""
+        where = self.netns or "host"
+        extra = [f"{self.settings} network settings in {where}"] if self.settings else []
+        return self.created + extra
 
 
 def router_sysctls(topo: Topology, names: LocalNames) -> dict[str, str]:
@@ -169,7 +212,7 @@ def ensure_router(topo: Topology, names: LocalNames) -> list[str]:
         c.address(br, f"{seg.gateway_address}/{seg.network.prefixlen}")
         c.up(br)
     c.sysctls()  # after the bridges exist: some keys are per bridge
-    return c.created
+    return c.report()
 
 
 def ensure_uplink(topo: Topology, names: LocalNames) -> list[str]:
@@ -204,7 +247,7 @@ def ensure_uplink(topo: Topology, names: LocalNames) -> list[str]:
     rc.up(names.router_uplink)
     for seg in topo.spec.networks.values():
         host.route(seg.cidr, topo.router_uplink_address, names.host_uplink)
-    return host.created
+    return host.report()
 
 
 def ensure_node_network(node: LabNode, names: LocalNames, router: Snapshot) -> list[str]:
@@ -252,7 +295,11 @@ def ensure_node_network(node: LabNode, names: LocalNames, router: Snapshot) -> l
     c.sysctls()
     for route in node.routes:
         c.route(route.destination, route.via, route.dev)
-    return c.created
+    for st in node.source_tables:
+        for route in st.routes:
+            c.route(route.destination, route.via, route.dev, str(st.table))
+        c.rule(st.priority, st.source, str(st.table))
+    return c.report()
 
 
 def delete_link(name: str, netns: str | None = None) -> bool:

@@ -286,12 +286,16 @@ class LocalTarget:
         )
         if current != known:
             write_private(self.home.known_hosts, known, 0o644)
-        before = (
-            self.home.inventory.read_text(encoding="utf-8") if self.home.inventory.exists() else ""
-        )
+        files = (self.home.inventory, self.home.ssh_config)
+        before = [f.read_text(encoding="utf-8") if f.exists() else "" for f in files]
         write_inventory(self.topo, self.home, RUNTIME_KIND)
-        if self.home.inventory.read_text(encoding="utf-8") != before:
-            self._record([f"inventory {self.home.inventory}"])
+        self._record(
+            [
+                f"file {f}"
+                for f, old in zip(files, before, strict=True)
+                if f.read_text(encoding="utf-8") != old
+            ]
+        )
 
     # -- down ------------------------------------------------------------------------
     def down(self, *, purge_data: bool, force: bool) -> None:
