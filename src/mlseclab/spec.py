@@ -253,6 +253,47 @@ class Node(Strict):
     tags: list[str] = []
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+MODEL_SOURCES = ("builtin:", "file:")
+
+
+class LabModel(Strict):
+    """A model the inference nodes serve: where it comes from and its pinned sha256."""
+
+    source: str = Field(
+        description="builtin:<name> (a model mlseclab produces offline) or file:/path.gguf"
+    )
+    sha256: str = Field(description="sha256 of the model file; nothing else is served")
+    task: Literal["completion", "chat", "embedding"]
+    dataset: str = Field(default="models", description="dataset the file is placed in")
+    description: str = ""
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError(f"{value!r} is not a sha256; write 64 lowercase hex digits")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if not value.startswith(MODEL_SOURCES):
+            raise ValueError(
+                f"{value!r} is not a model source; use builtin:<name> or file:/absolute/path.gguf"
+            )
+        if value.startswith("file:"):
+            path = value.removeprefix("file:")
+            if path.lower().endswith(PICKLE_SUFFIXES):
+                raise ValueError(
+                    f"{path} is a pickle format, which can run code when loaded; "
+                    "convert it to GGUF (or safetensors) first"
+                )
+            if not path.startswith("/") or not path.endswith(".gguf"):
+                raise ValueError(f"{path!r}: give an absolute path to a .gguf file")
+        return value
+
+
 class Flow(Strict):
     name: str | None = None
     from_: str = Field(alias="from")
@@ -298,6 +339,7 @@ class LabSpec(Strict):
     datasets: dict[str, Dataset] = {}
     nodes: dict[str, Node] = Field(min_length=1)
     flows: list[Flow] = []
+    models: dict[str, LabModel] = {}
     posture: Posture = Posture()
 
     # -- lookups used across the code base --------------------------------
@@ -331,6 +373,7 @@ def check_rules(spec: LabSpec) -> Iterator[tuple[Path, str]]:
     yield from _check_networks(spec)
     yield from _check_nodes(spec)
     yield from _check_flows(spec)
+    yield from _check_models(spec)
     yield from _check_posture(spec)
     if spec.lab.target == "proxmox" and spec.lab.proxmox is None:
         yield (
@@ -524,6 +567,52 @@ def _check_flows(spec: LabSpec) -> Iterator[tuple[Path, str]]:
                     + _suggest(flow.network, spec.networks)
                 ),
             )
+
+
+def _check_models(spec: LabSpec) -> Iterator[tuple[Path, str]]:
+    from mlseclab.catalog import BUILTIN_SHA256
+
+    for name, model in spec.models.items():
+        base: Path = ("models", name)
+        if model.dataset not in spec.datasets:
+            yield (
+                (*base, "dataset"),
+                (
+                    f"undeclared dataset {model.dataset!r}; declared: {_one_of(spec.datasets)}"
+                    + _suggest(model.dataset, spec.datasets)
+                ),
+            )
+        if model.source.startswith("builtin:"):
+            builtin = model.source.removeprefix("builtin:")
+            if builtin not in BUILTIN_SHA256:
+                yield (
+                    (*base, "source"),
+                    (
+                        f"unknown built-in model {builtin!r}; built-in: {_one_of(BUILTIN_SHA256)}"
+                        + _suggest(builtin, BUILTIN_SHA256)
+                    ),
+                )
+            elif BUILTIN_SHA256[builtin] != model.sha256:
+                yield (
+                    (*base, "sha256"),
+                    (
+                        f"does not match the pinned sha256 of builtin:{builtin} "
+                        f"({BUILTIN_SHA256[builtin]}); a different file is a different model"
+                    ),
+                )
+    if spec.models:
+        serving = [n for n, node in spec.nodes.items() if node.role is Role.INFERENCE]
+        for name, model in spec.models.items():
+            for node in serving:
+                if not any(m.dataset == model.dataset for m in spec.nodes[node].mounts):
+                    yield (
+                        ("nodes", node, "mounts"),
+                        (
+                            f"{node} serves model {name} but does not mount dataset "
+                            f"{model.dataset}; add {{dataset: {model.dataset}, "
+                            f"path: /srv/{model.dataset}, mode: ro}}"
+                        ),
+                    )
 
 
 def _check_posture(spec: LabSpec) -> Iterator[tuple[Path, str]]:

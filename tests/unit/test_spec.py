@@ -169,6 +169,46 @@ def test_rule(old: str, new: str, path: str, fragment: str) -> None:
     assert line > 0
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "path", "fragment"),
+    [
+        (
+            "source: builtin:gemma-3-270m",
+            "source: builtin:gemma-3-27b",
+            "models.gemma-3-270m.source",
+            "unknown built-in model 'gemma-3-27b'",
+        ),
+        (
+            "sha256: a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            "sha256: b5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            "models.gemma-3-270m.sha256",
+            "does not match the pinned sha256",
+        ),
+        (
+            "source: builtin:gemma-3-270m",
+            "source: file:/srv/import/model.pt",
+            "models.gemma-3-270m.source",
+            "is a pickle format",
+        ),
+        (
+            "source: builtin:gemma-3-270m",
+            "source: hf:google/gemma",
+            "models.gemma-3-270m.source",
+            "use builtin:<name> or file:",
+        ),
+        ("task: completion", "task: vision", "models.gemma-3-270m.task", "not allowed"),
+        (
+            "{dataset: models, path: /srv/models, mode: ro}",
+            "{dataset: corpora, path: /srv/c, mode: ro}",
+            "nodes.inference-01.mounts",
+            "does not mount dataset models",
+        ),
+    ],
+)
+def test_model_rule(old: str, new: str, path: str, fragment: str) -> None:
+    test_rule(old, new, path, fragment)
+
+
 def test_not_a_mapping() -> None:
     with pytest.raises(SpecError) as exc:
         load_text("- just\n- a list\n")
