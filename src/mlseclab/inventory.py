@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from mlseclab.catalog import BUILTIN_FILES
+from mlseclab.spec import LabSpec
 from mlseclab.state import LabHome, write_private
 from mlseclab.topology import Rule, Topology
 
@@ -27,6 +29,20 @@ def _rule_vars(rule: Rule) -> dict[str, Any]:
         "destinations": list(rule.destination_addresses),
         "destination_node": rule.destination,
     }
+
+
+def served_models(spec: LabSpec) -> list[dict[str, Any]]:
+    """What the inference role serves: name, file, sha256, task, dataset (no secrets)."""
+    listed = []
+    for name, m in spec.models.items():
+        if m.source.startswith("builtin:"):
+            file = BUILTIN_FILES[m.source.removeprefix("builtin:")]
+        else:
+            file = Path(m.source.removeprefix("file:")).name
+        listed.append(
+            {"name": name, "file": file, "sha256": m.sha256, "task": m.task, "dataset": m.dataset}
+        )
+    return listed
 
 
 def host_vars(topo: Topology, node: str, runtime_kind: str) -> dict[str, Any]:
@@ -96,6 +112,7 @@ def render_inventory(topo: Topology, home: LabHome, runtime_kind: str) -> str:
                 },
                 "mlseclab_state_dir": str(home.root),
                 "mlseclab_secrets_dir": str(home.root / "secrets"),
+                "mlseclab_models": served_models(spec),
             },
             "children": children,
         }

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
 from mlseclab import ui
-from mlseclab.commands.common import load_context
+from mlseclab.commands.common import Context, load_context
 from mlseclab.errors import ERROR, OK
 from mlseclab.harden import HardenResult, TaskResult, run_playbook
 from mlseclab.secrets import ensure_secrets
@@ -32,12 +34,12 @@ def summary_table(result: HardenResult, check: bool) -> Table:
     for col in (
         "node",
         "ok",
-        "changed" if not check else "would change",
+        "would change" if check else "changed",
         "failed",
         "unreachable",
         "skipped",
     ):
-        table.add_column(col, justify="right" if col != "node" else "left")
+        table.add_column(col, justify="left" if col == "node" else "right")
     for host, s in sorted(result.hosts.items()):
         table.add_row(
             host,
@@ -50,22 +52,42 @@ def summary_table(result: HardenResult, check: bool) -> Table:
     return table
 
 
-def cmd_harden(args: argparse.Namespace) -> int:
-    ctx = load_context(args)
+def prepare(ctx: Context) -> dict[str, Any]:
+    """Secrets, and for the local target the models and the wheelhouse; the roles' extra vars."""
+    for item in ensure_secrets(ctx.topology, ctx.home):
+        ui.info(f"  [green]+[/] secret: {item}")
+    if ctx.target != "local":
+        return {}
+    from mlseclab.artifacts import prepare_local
+    from mlseclab.targets.local.image import ImageCache
+    from mlseclab.targets.local.names import LocalNames
+
+    names = LocalNames(ctx.spec.lab.name, Path(ctx.spec.lab.local.datasets_root))
+    rootfs, _ = ImageCache(names.image_root).ensure()
+    return prepare_local(ctx.spec, names.dataset_dir, rootfs)
+
+
+def harden_lab(
+    ctx: Context,
+    *,
+    check: bool = False,
+    limit: str | None = None,
+    tags: str | None = None,
+    skip_tags: str | None = None,
+) -> HardenResult:
     with ctx.home.lock("harden"):
-        created = ensure_secrets(ctx.topology, ctx.home)
-        for item in created:
-            ui.info(f"  [green]+[/] secret: {item}")
-        ui.info(f"harden: lab [bold]{ctx.spec.lab.name}[/]{' (check mode)' if args.check else ''}")
+        extravars = prepare(ctx)
+        ui.info(f"harden: lab [bold]{ctx.spec.lab.name}[/]{' (check mode)' if check else ''}")
         result = run_playbook(
             ctx.home,
-            check=args.check,
-            limit=args.limit,
-            tags=args.tags,
-            skip_tags=args.skip_tags,
-            on_result=_show(args.check),
+            check=check,
+            limit=limit,
+            tags=tags,
+            skip_tags=skip_tags,
+            extravars=extravars,
+            on_result=_show(check),
         )
-    ui.out.print(summary_table(result, args.check))
+    ui.out.print(summary_table(result, check))
     ui.info(f"events: {result.artifacts}")
     if result.failed:
         bad = sum(1 for h in result.hosts.values() if h.failed or h.unreachable)
@@ -73,5 +95,12 @@ def cmd_harden(args: argparse.Namespace) -> int:
             f"harden failed on {bad} node(s) (ansible status {result.status}); "
             "the lines above and the run's events name the task"
         )
-        return ERROR
-    return OK
+    return result
+
+
+def cmd_harden(args: argparse.Namespace) -> int:
+    ctx = load_context(args)
+    result = harden_lab(
+        ctx, check=args.check, limit=args.limit, tags=args.tags, skip_tags=args.skip_tags
+    )
+    return ERROR if result.failed else OK

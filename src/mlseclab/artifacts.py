@@ -1,0 +1,69 @@
+"""What the nodes need from the operator's machine before hardening: models and wheels.
+
+Nodes never reach a package index or a model hub. ``prepare`` produces the
+spec's models into their dataset (checked against the pinned sha256) and the
+model server's wheelhouse (built once for the node image), and returns the
+extra variables the roles read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mlseclab import ui
+from mlseclab.spec import LabModel, LabSpec, Role
+
+
+def spec_models(spec: LabSpec) -> dict[str, tuple[Any, str]]:
+    """Each spec model as a pinned :class:`mlseclab.models.Model`, with its dataset."""
+    from mlseclab import models
+
+    builtins = {m.name: m for m in models.DEFAULT_MODELS}
+    out: dict[str, tuple[Any, str]] = {}
+    for name, lab_model in spec.models.items():
+        out[name] = (_model(name, lab_model, builtins, models), lab_model.dataset)
+    return out
+
+
+def _model(name: str, lab_model: LabModel, builtins: dict[str, Any], models: Any) -> Any:
+    if lab_model.source.startswith("builtin:"):
+        model = builtins[lab_model.source.removeprefix("builtin:")]
+        return model if model.name == name else _renamed(model, name)
+    path = Path(lab_model.source.removeprefix("file:"))
+    size = path.stat().st_size if path.exists() else 0
+    return models.Model(
+        name=name,
+        file=path.name,
+        sha256=lab_model.sha256,
+        size=size,
+        task="completion" if lab_model.task == "chat" else lab_model.task,
+        source=models.ModelSource(kind="file", path=path),
+        provenance=str(path),
+    )
+
+
+def _renamed(model: Any, name: str) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(model, name=name)
+
+
+def prepare_local(spec: LabSpec, dataset_dir: Any, image_rootfs: Path) -> dict[str, Any]:
+    """Models into their datasets, the wheelhouse for the image; the roles' extra vars."""
+    extravars: dict[str, Any] = {}
+    serving = any(n.role is Role.INFERENCE for n in spec.nodes.values())
+    if not serving or not spec.models:
+        return extravars
+    from mlseclab.models import ensure_models
+    from mlseclab.wheelhouse import ensure_wheelhouse
+
+    by_dataset: dict[str, list[Any]] = {}
+    for model, dataset in spec_models(spec).values():
+        by_dataset.setdefault(dataset, []).append(model)
+    for dataset, models in by_dataset.items():
+        with ui.step(f"models: {', '.join(m.name for m in models)} (sha256 pinned)"):
+            ensure_models(tuple(models), Path(dataset_dir(dataset)))
+    with ui.step("model server wheelhouse (llama-cpp-python, built once per image)"):
+        extravars["mlseclab_wheelhouse_dir"] = str(ensure_wheelhouse(image_rootfs))
+    return extravars
