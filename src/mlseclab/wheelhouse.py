@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import tarfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -256,6 +257,7 @@ def ensure_wheelhouse(
     key = wheelhouse_key(image_rootfs.parent.name, package_spec, cmake_args)
     final = cache_root / key
     if (final / "wheelhouse.json").is_file() and (final / "requirements.txt").is_file():
+        write_archive(final)
         return final
 
     cache_root.mkdir(parents=True, exist_ok=True)
@@ -333,12 +335,41 @@ def ensure_wheelhouse(
             + "\n",
             encoding="utf-8",
         )
+        write_archive(out)
         if final.exists():
             shutil.rmtree(final)
         out.rename(final)
     finally:
         _cleanup_build_dir(work)
     return final
+
+
+ARCHIVE = "wheelhouse.tar"
+
+
+def write_archive(wheel_dir: Path) -> Path:
+    """``wheelhouse.tar`` beside the wheels: one file to copy to a node instead of dozens
+    (wheels are compressed already, so the tar is not). Entries are sorted and carry no
+    owner or time, so the same wheels give the same archive; rewritten only if missing."""
+    archive = wheel_dir / ARCHIVE
+    if archive.is_file():
+        return archive
+    tmp = wheel_dir / f".{ARCHIVE}.partial"
+    members = [
+        *sorted(p for p in wheel_dir.iterdir() if p.suffix == ".whl"),
+        wheel_dir / "requirements.txt",
+    ]
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in members:
+            info = tar.gettarinfo(str(path), arcname=path.name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mtime = 0
+            info.mode = 0o644
+            with path.open("rb") as fh:
+                tar.addfile(info, fh)
+    tmp.replace(archive)
+    return archive
 
 
 def _cleanup_build_dir(work: Path) -> None:

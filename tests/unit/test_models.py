@@ -408,3 +408,19 @@ def test_tiny_bert_converts_without_torch(tmp_path: Path) -> None:
     assert fields["tokenizer.ggml.pre"].contents() == "jina-v2-en"
     assert fields["bert.pooling_type"].contents() == 1  # mean
     assert fields["tokenizer.ggml.tokens"].contents()[5:8] == ["\u2581the", "\u2581cat", "s"]
+
+
+def test_wheelhouse_archive_is_deterministic_and_holds_the_requirements(tmp_path: Path) -> None:
+    import tarfile
+
+    from mlseclab.wheelhouse import write_archive
+
+    d = make_wheels(tmp_path, ["b-1.0-py3-none-any.whl", "a-2.0-py3-none-any.whl"])
+    write_requirements(d)
+    first = write_archive(d).read_bytes()
+    (d / "wheelhouse.tar").unlink()
+    assert write_archive(d).read_bytes() == first
+    with tarfile.open(d / "wheelhouse.tar") as tar:
+        names = tar.getnames()
+        assert names == ["a-2.0-py3-none-any.whl", "b-1.0-py3-none-any.whl", "requirements.txt"]
+        assert {(m.uid, m.mtime, m.mode) for m in tar.getmembers()} == {(0, 0, 0o644)}
