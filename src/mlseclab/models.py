@@ -138,6 +138,10 @@ GEMMA3_270M = Model(
 
 #: all-MiniLM-L6-v2 sentence embeddings (384 dims, mean pooling; the server does not
 #: normalise: divide by the norm for cosine similarity). Apache-2.0.
+#: The pinned sha256 is the torch-free converter's output, byte-identical to llama.cpp's
+#: ``convert_hf_to_gguf.py --outtype f16`` (vendored in llama-cpp-python 0.3.36, run with
+#: torch 2.13.0 and transformers 4.57.6) on the same directory; served by llama.cpp its
+#: embeddings have cosine 0.999999 with the PyTorch mean-pooled reference.
 MINILM_L6_V2 = Model(
     name="all-minilm-l6-v2",
     file="all-MiniLM-L6-v2-f16.gguf",
