@@ -214,12 +214,14 @@ def _chroot_env_script(script_path: str) -> str:
     )
 
 
-def _tail(log: Path, lines: int = 3) -> str:
+def _tail(log: Path, limit: int = 240) -> str:
+    """The log's last line (pip's and apt's last line names the problem), shortened."""
     try:
-        text = log.read_text(encoding="utf-8", errors="replace")
+        lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+    last = lines[-1].strip() if lines else ""
+    return last if len(last) <= limit else last[: limit - 1] + "…"
 
 
 def _keep_log(build_log: Path, log: Path) -> None:
@@ -264,8 +266,14 @@ def ensure_wheelhouse(
     logs = cache_root / "logs"
     logs.mkdir(exist_ok=True)
     log = logs / f"{key}.log"
-    for stale in cache_root.glob(f".build-{key}-*"):
-        _cleanup_build_dir(stale)  # an interrupted build
+    for other in cache_root.glob(f".build-{key}-*"):
+        pid = other.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and Path(f"/proc/{pid}").exists():
+            raise TargetError(
+                f"another wheelhouse build is running (pid {pid}, {other}); wait for it to "
+                "finish, then run again"
+            )
+        _cleanup_build_dir(other)  # an interrupted build
     work = cache_root / f".build-{key}-{os.getpid()}"
     upper, ovl_work, merged = work / "upper", work / "work", work / "merged"
     for d in (upper, ovl_work, merged):
