@@ -66,10 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="svg,png", help="comma-separated formats (svg,png,pdf)")
 
     p = sub.add_parser(
-        "up", help="provision the lab (idempotent: converges, creates nothing twice)"
+        "up", help="provision and harden the lab (idempotent: converges, creates nothing twice)"
     )
     _spec_options(p)
     _target_option(p)
+    p.add_argument(
+        "--no-harden", action="store_true", help="provision only; run `mlseclab harden` later"
+    )
 
     p = sub.add_parser("harden", help="run the hardening roles (roles/site.yml) on the lab")
     _spec_options(p)
@@ -77,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", metavar="HOSTS", help="only these nodes or groups (ansible --limit)")
     p.add_argument("--tags", metavar="TAGS", help="only tasks with these tags")
     p.add_argument("--skip-tags", metavar="TAGS", help="skip tasks with these tags")
+    p.add_argument("--json", action="store_true", help="print the per-node summary as JSON")
 
     p = sub.add_parser("status", help="nodes, roles, segments, addresses and state")
     _spec_options(p)

@@ -54,6 +54,16 @@ class HardenResult:
             h.failed or h.unreachable for h in self.hosts.values()
         )
 
+    def playbook_error(self) -> str:
+        """Ansible's own last words when the run failed before any host did (a syntax
+        error, a missing role): the tail of the run's stdout, secrets never in it."""
+        out = self.artifacts / "stdout"
+        if not out.exists():
+            return ""
+        lines = [ln.strip() for ln in out.read_text(errors="replace").splitlines() if ln.strip()]
+        wanted = [ln for ln in lines if "ERROR" in ln or "error" in ln.lower()]
+        return " | ".join((wanted or lines)[-3:])[:600]
+
     @property
     def changed(self) -> int:
         return sum(h.changed for h in self.hosts.values())

@@ -25,7 +25,6 @@ when loaded; they are refused wherever they appear (OWASP LLM03, ATLAS AML.T0010
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mlseclab.digest import sha256_file
 from mlseclab.errors import TargetError
 
 #: Formats that deserialise with pickle (arbitrary code execution on load).
@@ -213,14 +213,6 @@ def check_model(model: Model) -> None:
                 f"model {model.name}: wheel {wf.package!r} must be pinned as name==version "
                 "with its sha256"
             )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_file(path: Path, sha256: str, what: str) -> None:

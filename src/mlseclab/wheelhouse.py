@@ -32,8 +32,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlseclab.digest import sha256_file
 from mlseclab.errors import TargetError
-from mlseclab.targets.local.host import run
+from mlseclab.targets.local.host import run, unmount
 from mlseclab.targets.local.image import in_chroot
 
 DEFAULT_CACHE = Path("/var/lib/mlseclab/wheelhouse")
@@ -110,14 +111,6 @@ def wheelhouse_key(
         sort_keys=True,
     )
     return hashlib.sha256(doc.encode()).hexdigest()[:16]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def normalize_name(name: str) -> str:
@@ -229,13 +222,6 @@ def _keep_log(build_log: Path, log: Path) -> None:
         shutil.copyfile(build_log, log)
 
 
-def _umount(point: Path) -> None:
-    if run(["mountpoint", "-q", str(point)], check=False).returncode != 0:
-        return
-    if run(["umount", str(point)], check=False).returncode != 0:
-        run(["umount", "--lazy", str(point)], check=False)
-
-
 def ensure_wheelhouse(
     image_rootfs: Path,
     cache_root: Path = DEFAULT_CACHE,
@@ -324,7 +310,7 @@ def ensure_wheelhouse(
             ) from None
         _keep_log(build_log, log)
         python = (inside / "python-version").read_text(encoding="utf-8").strip()
-        _umount(merged)
+        unmount(merged)
         out = work / "out"
         shutil.move(str(upper / _IN_ROOT.lstrip("/") / "wheels"), out)
         (out / "wheelhouse.json").write_text(
@@ -384,8 +370,8 @@ def _cleanup_build_dir(work: Path) -> None:
     """Unmount whatever a build left mounted under ``work`` (innermost first), then delete it."""
     merged = work / "merged"
     for sub in ("dev/pts", "dev", "sys", "proc"):
-        _umount(merged / sub)
-    _umount(merged)
+        unmount(merged / sub)
+    unmount(merged)
     if run(["mountpoint", "-q", str(merged)], check=False).returncode == 0:
         raise TargetError(
             f"{merged} is still mounted; unmount it (`umount --lazy {merged}`) and delete {work}"

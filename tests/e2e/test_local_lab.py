@@ -174,7 +174,7 @@ def test_status_reports_every_node_running(lab: Lab) -> None:
 
 
 def test_second_up_changes_nothing(lab: Lab) -> None:
-    proc = lab.cli("up")
+    proc = lab.cli("up", "--no-harden")
     assert proc.returncode == 0, proc.stderr
     assert "up: nothing to change" in proc.stderr
     assert "  + " not in proc.stderr
@@ -197,7 +197,7 @@ def test_tampered_router_policy_is_restored_by_up(lab: Lab) -> None:
         ],
         check=True,
     )
-    proc = lab.cli("up")
+    proc = lab.cli("up", "--no-harden")
     assert proc.returncode == 0, proc.stderr
     assert "+ nftables" in proc.stderr
     test_denied_flow_is_dropped_by_the_router(lab)
@@ -208,7 +208,7 @@ def test_up_resumes_after_being_killed_midway(lab: Lab) -> None:
     assert down.returncode == 0, down.stderr
     exe = Path(sys.executable).with_name("mlseclab")
     proc = subprocess.Popen(
-        [str(exe), "up", "-f", str(lab.spec_path)],
+        [str(exe), "up", "--no-harden", "-f", str(lab.spec_path)],
         cwd=ROOT,
         env={**os.environ, **lab.env},
         stderr=subprocess.PIPE,
@@ -221,7 +221,7 @@ def test_up_resumes_after_being_killed_midway(lab: Lab) -> None:
             break
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    resumed = lab.cli("up")
+    resumed = lab.cli("up", "--no-harden")
     assert resumed.returncode == 0, resumed.stderr
     test_every_node_runs_systemd_and_answers_ssh_with_a_pinned_host_key(lab)
 
@@ -236,7 +236,7 @@ def test_down_removes_everything_and_keeps_protected_data(lab: Lab) -> None:
     assert not lab.names.dataset_dir("logs").exists()  # not protected: removed
     assert not lab.home.state_file.exists()
     # back up for the fixture's own final down (which also purges the data)
-    assert lab.cli("up").returncode == 0
+    assert lab.cli("up", "--no-harden").returncode == 0
 
 
 def test_a_failing_test_still_cleans_up(tmp_path: Path) -> None:

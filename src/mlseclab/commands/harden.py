@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,7 @@ def prepare(ctx: Context) -> dict[str, Any]:
 def harden_lab(
     ctx: Context,
     *,
+    quiet: bool = False,
     check: bool = False,
     limit: str | None = None,
     tags: str | None = None,
@@ -87,20 +90,45 @@ def harden_lab(
             extravars=extravars,
             on_result=_show(check),
         )
-    ui.out.print(summary_table(result, check))
+    if not quiet:  # --json prints the summary instead
+        ui.out.print(summary_table(result, check))
     ui.info(f"events: {result.artifacts}")
     if result.failed:
         bad = sum(1 for h in result.hosts.values() if h.failed or h.unreachable)
-        ui.error(
-            f"harden failed on {bad} node(s) (ansible status {result.status}); "
-            "the lines above and the run's events name the task"
-        )
+        if bad:
+            ui.error(
+                f"harden failed on {bad} node(s); the lines above and the run's events "
+                "name the task"
+            )
+        else:
+            ui.error(f"the playbook failed before any node did: {result.playbook_error()}")
     return result
 
 
 def cmd_harden(args: argparse.Namespace) -> int:
     ctx = load_context(args)
     result = harden_lab(
-        ctx, check=args.check, limit=args.limit, tags=args.tags, skip_tags=args.skip_tags
+        ctx,
+        check=args.check,
+        limit=args.limit,
+        tags=args.tags,
+        skip_tags=args.skip_tags,
+        quiet=args.json,
     )
+    if args.json:
+        ui.out.print_json(
+            json.dumps(
+                {
+                    "lab": ctx.spec.lab.name,
+                    "check": args.check,
+                    "run": result.ident,
+                    "status": result.status,
+                    "seconds": round(result.seconds, 1),
+                    "changed": result.changed,
+                    "failed": result.failed,
+                    "hosts": {h: dataclasses.asdict(s) for h, s in sorted(result.hosts.items())},
+                    "events": str(result.artifacts),
+                }
+            )
+        )
     return ERROR if result.failed else OK

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from mlseclab import ui
 from mlseclab.commands.common import load_context
-from mlseclab.errors import OK, LabError
+from mlseclab.errors import ERROR, OK, LabError
 from mlseclab.targets import open_target
 
 
@@ -29,6 +29,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         ui.info(f"up: {len(changes)} change(s) in {took:.1f}s; lab {ctx.spec.lab.name} is up")
     else:
         ui.info(f"up: nothing to change ({took:.1f}s); lab {ctx.spec.lab.name} is up")
+    if not args.no_harden:
+        from mlseclab.commands.harden import harden_lab
+
+        if harden_lab(ctx).failed:
+            return ERROR
     ui.info(f"  ssh -F {ctx.home.ssh_config} {next(iter(ctx.spec.nodes))}")
     ui.info(f"  inventory: {ctx.home.inventory}")
     return OK

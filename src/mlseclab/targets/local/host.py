@@ -8,6 +8,7 @@ import platform
 import shutil
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 from mlseclab.errors import PreflightError, TargetError
 
@@ -105,3 +106,18 @@ def preflight(lab_cidrs: Sequence[str], own_devices: Sequence[str]) -> None:
                 )
     if problems:
         raise PreflightError(*problems)
+
+
+def is_mounted(path: Path) -> bool:
+    target = str(path.resolve()) if path.exists() else str(path)
+    with Path("/proc/self/mounts").open(encoding="utf-8") as fh:
+        return any(line.split()[1] == target for line in fh)
+
+
+def unmount(path: Path) -> bool:
+    if is_mounted(path):
+        proc = run(["umount", str(path)], check=False)
+        if proc.returncode != 0:
+            run(["umount", "--lazy", str(path)])
+        return True
+    return False

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mlseclab.errors import TargetError
 from mlseclab.inventory import OPERATOR_USER
-from mlseclab.targets.local.host import ok, run
+from mlseclab.targets.local.host import is_mounted, ok, run, unmount
 from mlseclab.targets.local.names import LocalNames
 from mlseclab.topology import LabNode
 
@@ -39,12 +39,6 @@ class Mount:
 
 def host_runs_systemd() -> bool:
     return Path("/run/systemd/system").is_dir()
-
-
-def is_mounted(path: Path) -> bool:
-    target = str(path.resolve()) if path.exists() else str(path)
-    with Path("/proc/self/mounts").open(encoding="utf-8") as fh:
-        return any(line.split()[1] == target for line in fh)
 
 
 def ensure_rootfs(node: str, names: LocalNames, image: Path) -> bool:
@@ -68,15 +62,6 @@ def ensure_rootfs(node: str, names: LocalNames, image: Path) -> bool:
         ]
     )
     return True
-
-
-def unmount(path: Path) -> bool:
-    if is_mounted(path):
-        proc = run(["umount", str(path)], check=False)
-        if proc.returncode != 0:
-            run(["umount", "--lazy", str(path)])
-        return True
-    return False
 
 
 def write_identity(node: LabNode, names: LocalNames, domain: str, operator_pubkey: str) -> str:

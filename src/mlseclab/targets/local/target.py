@@ -70,7 +70,7 @@ class LocalTarget:
             found += [
                 f"mount {d / 'root'}"
                 for d in sorted(nodes_dir.iterdir())
-                if nodes.is_mounted(d / "root")
+                if host.is_mounted(d / "root")
             ]
         return found
 
@@ -341,7 +341,7 @@ class LocalTarget:
         removed: list[str] = []
         for node in targets:
             d = names.node_dir(node)
-            if nodes.unmount(d / "root"):
+            if host.unmount(d / "root"):
                 removed.append(f"rootfs {node}")
             if d.exists():
                 shutil.rmtree(d)

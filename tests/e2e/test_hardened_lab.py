@@ -1,0 +1,213 @@
+"""The reference lab, provisioned and hardened by `mlseclab up`, serving a real model.
+
+The lab is the reference lab renamed ``hard`` on 10.78.0.0/16. Every check here
+is one of the issue's done-criteria, observed from outside (the operator's
+host) or from inside a node over SSH, never by reading what the roles wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.labs import derived_lab_text, mlseclab, running_lab, write_lab
+from mlseclab.spec import LabSpec
+from mlseclab.targets.local.names import LocalNames
+from mlseclab.topology import Topology, derive
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Hardened:
+    spec_path: Path
+    spec: LabSpec
+    topo: Topology
+    state: Path
+    names: LocalNames
+
+    @property
+    def secrets(self) -> Path:
+        return self.state / "hard" / "secrets"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.state / "hard" / "ssh_config"
+
+    def ssh(self, node: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ssh", "-F", str(self.ssh_config), node, command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return mlseclab(
+            *args,
+            "-f",
+            str(self.spec_path),
+            env={"MLSECLAB_STATE_DIR": str(self.state)},
+            timeout=3600,
+        )
+
+    def gateway(
+        self, path: str, body: dict[str, Any] | None = None, key: str | None = "operator"
+    ) -> tuple[int, dict[str, Any]]:
+        """A request to the gateway from the operator's host, TLS verified with the lab CA."""
+        ctx = ssl.create_default_context(cafile=str(self.secrets / "ca.crt"))
+        edge = self.topo.nodes["gateway-01"].interface_on("edge").ip  # type: ignore[union-attr]
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            token = (self.secrets / "clients" / f"{key}.key").read_text(encoding="utf-8").strip()
+            headers["Authorization"] = f"Bearer {token}"
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            f"https://{edge}{path}", data=data, headers=headers, method="POST" if data else "GET"
+        )
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=120) as resp:  # noqa: S310
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hardened]:
+    base = tmp_path_factory.mktemp("hard")
+    spec_path = write_lab(base, derived_lab_text("hard", 78, base / "data"))
+    state = base / "state"
+    with running_lab(spec_path, state, harden=True) as spec:
+        yield Hardened(spec_path, spec, derive(spec), state, LocalNames("hard", base / "data"))
+
+
+def test_real_embeddings_through_the_gateway(lab: Hardened) -> None:
+    status, body = lab.gateway(
+        "/v1/embeddings", {"model": "all-minilm-l6-v2", "input": ["a secure lab", "a safe lab"]}
+    )
+    assert status == 200, body
+    vectors = [d["embedding"] for d in body["data"]]
+    assert [len(v) for v in vectors] == [384, 384]
+    a, b = vectors
+    cosine = sum(x * y for x, y in zip(a, b, strict=True)) / (
+        math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    )
+    assert 0.5 < cosine < 0.9999  # related sentences, not the same vector
+
+
+def test_real_completion_through_the_gateway(lab: Hardened) -> None:
+    status, body = lab.gateway(
+        "/v1/chat/completions",
+        {
+            "model": "gemma-3-270m",
+            "max_tokens": 16,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "The capital of France is"}],
+        },
+    )
+    assert status == 200, body
+    assert body["usage"]["completion_tokens"] > 0
+    assert isinstance(body["choices"][0]["message"]["content"], str)
+
+
+def test_no_key_is_401_and_a_wrong_key_too(lab: Hardened) -> None:
+    assert lab.gateway("/v1/models", key=None)[0] == 401
+    (lab.secrets / "clients" / "intruder.key").write_text("not-a-lab-key\n", encoding="utf-8")
+    assert lab.gateway("/v1/models", key="intruder")[0] == 401
+
+
+def test_endpoints_off_the_allowlist_are_404(lab: Hardened) -> None:
+    for path in ("/docs", "/openapi.json", "/v1/internal", "/"):
+        assert lab.gateway(path)[0] == 404, path
+
+
+def _psql_as_rag(lab: Hardened, sql: str) -> subprocess.CompletedProcess[str]:
+    """psql on rag-01 with the RAG service's own (read-only) credential; never in argv."""
+    data = lab.topo.nodes["vectordb-01"].interface_on("data").ip  # type: ignore[union-attr]
+    conn = (
+        f"host={data} dbname=rag user=rag_query sslmode=verify-full "
+        "sslrootcert=/etc/mlseclab/rag/ca.crt"
+    )
+    command = (
+        f'PGPASSWORD=$(cat /etc/mlseclab/rag/credentials/db-password) psql -At "{conn}" -c "{sql}"'
+    )
+    return lab.ssh("rag-01", f"sudo sh -c '{command}'")
+
+
+def test_the_query_role_cannot_insert(lab: Hardened) -> None:
+    read = _psql_as_rag(lab, "SELECT count(*) FROM rag.documents")
+    assert read.returncode == 0, read.stderr
+    write = _psql_as_rag(lab, "INSERT INTO rag.documents DEFAULT VALUES")
+    assert write.returncode != 0
+    assert "permission denied" in write.stderr
+
+
+def test_rag_cannot_reach_inference_on_ssh(lab: Hardened) -> None:
+    inference = lab.topo.nodes["inference-01"]
+    for address in inference.addresses:
+        probe = lab.ssh("rag-01", f"nc -z -w 2 {address} 22")
+        assert probe.returncode != 0, f"rag-01 reached inference-01 {address}:22"
+
+
+def test_inference_refuses_to_start_when_a_model_byte_changes(lab: Hardened) -> None:
+    model = lab.names.dataset_dir("models") / "all-MiniLM-L6-v2-f16.gguf"
+    original = model.read_bytes()[4096:4097]
+    flipped = bytes([original[0] ^ 0xFF])
+    try:
+        with model.open("r+b") as fh:
+            fh.seek(4096)
+            fh.write(flipped)
+        restart = lab.ssh("inference-01", "sudo systemctl restart mlseclab-inference.service")
+        assert restart.returncode != 0
+        state = lab.ssh("inference-01", "systemctl is-active mlseclab-inference.service")
+        assert state.stdout.strip() in ("failed", "inactive", "activating")
+        log = lab.ssh(
+            "inference-01", "sudo journalctl -u mlseclab-inference.service -n 30 --no-pager"
+        )
+        assert "sha256" in log.stdout.lower() or "mismatch" in log.stdout.lower(), log.stdout
+    finally:
+        with model.open("r+b") as fh:
+            fh.seek(4096)
+            fh.write(original)
+        lab.ssh(
+            "inference-01",
+            "sudo systemctl reset-failed mlseclab-inference.service; "
+            "sudo systemctl restart mlseclab-inference.service",
+        )
+    assert (
+        lab.ssh("inference-01", "systemctl is-active mlseclab-inference.service").stdout.strip()
+        == "active"
+    )
+
+
+def _summary(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary: dict[str, Any] = json.loads(proc.stdout)
+    return summary
+
+
+def test_second_harden_changes_nothing(lab: Hardened) -> None:
+    summary = _summary(lab.cli("harden", "--json"))
+    assert {h: s["changed"] for h, s in summary["hosts"].items()} == dict.fromkeys(
+        lab.topo.nodes, 0
+    )
+    assert not summary["failed"]
+
+
+def test_check_mode_on_a_hardened_lab_reports_no_change(lab: Hardened) -> None:
+    summary = _summary(lab.cli("harden", "--check", "--json"))
+    assert {h: s["changed"] for h, s in summary["hosts"].items()} == dict.fromkeys(
+        lab.topo.nodes, 0
+    )
+    assert {h: s["failed"] for h, s in summary["hosts"].items()} == dict.fromkeys(lab.topo.nodes, 0)
