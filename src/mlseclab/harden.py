@@ -7,6 +7,8 @@ later ``drift`` (or a person) can read exactly what happened, task by task.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -144,6 +146,9 @@ def run_playbook(
                 on_result(result)
         return True  # keep the event on disk
 
+    bindir = Path(sys.executable).parent  # ansible-playbook lives beside our interpreter
+    if str(bindir) not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
     start = time.monotonic()
     runner = ansible_runner.run(
         private_data_dir=str(runs),
@@ -152,7 +157,11 @@ def run_playbook(
         inventory=str(home.inventory),
         cmdline=" ".join(cmdline),
         extravars=extravars or {},
-        envvars={"ANSIBLE_CONFIG": str(ANSIBLE_CFG), "ANSIBLE_NOCOLOR": "1"},
+        envvars={
+            "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
+            "ANSIBLE_NOCOLOR": "1",
+            "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        },
         event_handler=handler,
         quiet=True,
         rotate_artifacts=20,

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (a table of one-line variable descriptions; wrapping them hurts reading)
 """Write meta/argument_specs.yml of a role from its defaults and a table of descriptions.
 
 Run from the repo root: .venv/bin/python tests/roles/gen_argument_specs.py ROLE
