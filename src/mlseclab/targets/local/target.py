@@ -186,11 +186,19 @@ class LocalTarget:
             image, built = self.images.ensure()
         if built:
             self._record([f"image {self.images.spec.key()}"])
+        read_only = {
+            m.dataset for n in self.spec.nodes.values() for m in n.mounts if m.mode == "ro"
+        }
         for ds in self.spec.datasets:
             d = self.names.dataset_dir(ds)
             if not d.is_dir():
                 d.mkdir(mode=0o750, parents=True)
                 self._record([f"dataset {ds} ({d})"])
+            # a node cannot change a read-only mount: its services must be able to enter it
+            # (files stay root-owned and read-only); read-write datasets belong to their roles
+            if ds in read_only and d.stat().st_mode & 0o777 != 0o755:
+                d.chmod(0o755)
+                self._record([f"dataset {ds} mode 0755 (mounted read-only)"])
         with ui.step("network: router, bridges, uplink, flow policy"):
             self._record(network.ensure_router(self.topo, self.names))
             self._record(network.ensure_uplink(self.topo, self.names))
