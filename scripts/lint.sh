@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.venv/bin
+export PATH="$PWD/$bin:$PATH"  # ansible-lint runs ansible-playbook from the venv
 echo "lint: ruff"
 "$bin/ruff" check src tests stacks policy bench
 "$bin/ruff" format --check --quiet src tests stacks policy bench
