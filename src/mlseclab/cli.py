@@ -82,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-tags", metavar="TAGS", help="skip tasks with these tags")
     p.add_argument("--json", action="store_true", help="print the per-node summary as JSON")
 
+    p = sub.add_parser(
+        "verify", help="prove the posture: run the checks in tests/posture on every node"
+    )
+    _spec_options(p)
+    p.add_argument("nodes", nargs="*", metavar="NODE", help="only these nodes (default: all)")
+    p.add_argument("-k", dest="select", metavar="EXPR", help="only checks matching (pytest -k)")
+    p.add_argument(
+        "--reports",
+        type=Path,
+        metavar="DIR",
+        help="where report folders go (default: $MLSECLAB_REPORTS_DIR or reports/)",
+    )
+
     p = sub.add_parser("status", help="nodes, roles, segments, addresses and state")
     _spec_options(p)
     _target_option(p)

@@ -26,3 +26,15 @@ def render(name: str, **values: Any) -> str:
         autoescape=False,  # noqa: S701 - renders config files, never HTML
     )
     return env.get_template(name).render(managed=MANAGED, **values)
+
+
+def render_html(name: str, **values: Any) -> str:
+    """A report page: everything the template prints is HTML-escaped unless marked safe."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=True,
+    )
+    return env.get_template(name).render(**values)

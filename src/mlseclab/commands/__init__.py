@@ -3,6 +3,7 @@
 from mlseclab.commands.harden import cmd_harden
 from mlseclab.commands.lab import cmd_down, cmd_ssh, cmd_status, cmd_up
 from mlseclab.commands.spec import cmd_graph, cmd_plan, cmd_validate
+from mlseclab.commands.verify import cmd_verify
 
 __all__ = [
     "cmd_down",
@@ -13,4 +14,5 @@ __all__ = [
     "cmd_status",
     "cmd_up",
     "cmd_validate",
+    "cmd_verify",
 ]

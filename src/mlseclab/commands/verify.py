@@ -1,0 +1,116 @@
+"""``mlseclab verify``: prove the lab's posture, node by node and control by control."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.table import Table
+
+from mlseclab import ui
+from mlseclab.commands.common import Context, load_context
+from mlseclab.errors import FINDINGS, OK, LabError
+from mlseclab.posture.report import FRAMEWORK_NAMES, new_report_dir, score, write_reports
+from mlseclab.posture.runner import FAILING, PostureRun, ScopeRun, run_posture
+
+
+def _nodes(ctx: Context, wanted: Sequence[str] | None) -> list[str]:
+    if not wanted:
+        return list(ctx.spec.nodes)
+    unknown = [n for n in wanted if n not in ctx.spec.nodes]
+    if unknown:
+        raise LabError(
+            f"{ctx.spec_path}: no node {', '.join(unknown)} in lab {ctx.spec.lab.name}; "
+            f"nodes: {', '.join(ctx.spec.nodes)}"
+        )
+    return list(wanted)
+
+
+def _framework_line(fw: str, ids: dict[str, Counter[str]]) -> str:
+    total: Counter[str] = Counter()
+    for c in ids.values():
+        total.update(c)
+    bad = [cid for cid, c in ids.items() if any(c[o] for o in FAILING)]
+    if len(ids) <= 12:
+        parts = [f"{cid} {score(c)}" for cid, c in ids.items()]
+        body = " · ".join(parts)
+    else:
+        body = f"{len(ids)} controls, checks {score(total)}"
+        if bad:
+            body += f"; failing: {', '.join(bad)}"
+    return f"{FRAMEWORK_NAMES.get(fw, fw)}: {body}"
+
+
+def print_summary(run: PostureRun, roles: dict[str, str]) -> None:
+    table = Table(title=f"verify: lab {run.lab} ({run.seconds:.0f}s)", title_justify="left")
+    for col in ("node", "role", "passed", "failed", "waived", "n/a"):
+        table.add_column(col, justify="left" if col in ("node", "role") else "right")
+    for node, c in run.by_node().items():
+        bad = c["failed"] + c["error"] + c["skipped"]
+        table.add_row(
+            node,
+            roles.get(node, "lab"),
+            score(c).split(" ")[0],
+            f"[red]{bad}[/]" if bad else "0",
+            str(c["waived"]),
+            str(c["not_applicable"]),
+        )
+    ui.out.print(table)
+    for fw, ids in run.by_framework().items():
+        ui.info("  " + _framework_line(fw, ids))
+    failures = [r for r in run.results if r["outcome"] in FAILING]
+    for r in failures:
+        lab_ids = ", ".join(r["controls"]["lab"])
+        first = (r["evidence"].strip().splitlines() or [r["outcome"]])[0][:200]
+        ui.info(f"  [red]✗[/] {r['node']}: {lab_ids} {r['title']}: {first}")
+    for s in run.broken_scopes:
+        tail = s.output.strip().splitlines()[-3:] or ["no output"]
+        ui.info(f"  [red]✗[/] {s.scope}: the checks did not run (exit {s.returncode}): {tail[-1]}")
+
+
+def verify_lab(
+    ctx: Context,
+    nodes: Sequence[str] | None = None,
+    *,
+    reports: Path | None = None,
+    extra: Sequence[str] = (),
+) -> tuple[PostureRun, Path]:
+    """Run the posture suite on ``nodes`` (all when none), print the summary, write reports."""
+    if not ctx.home.ssh_config.exists():
+        raise LabError(
+            f"lab {ctx.spec.lab.name} is not up (no {ctx.home.ssh_config}): run `mlseclab up` first"
+        )
+    chosen = _nodes(ctx, nodes)
+    ui.info(f"verify: {len(chosen)} node(s) of lab [bold]{ctx.spec.lab.name}[/], in parallel")
+
+    def done(s: ScopeRun) -> None:
+        c = Counter(r["outcome"] for r in s.results)
+        bad = sum(c[o] for o in FAILING)
+        mark = "[green]✓[/]" if not bad and s.results else "[red]✗[/]"
+        ui.info(f"  {mark} {s.scope}: {len(s.results)} checks, {bad} failed ({s.seconds:.1f}s)")
+
+    run = run_posture(
+        lab=ctx.spec.lab.name,
+        spec_path=ctx.spec_path.resolve(),
+        state=ctx.home.root.resolve(),
+        nodes=chosen,
+        include_lab_scope=not nodes,
+        extra=extra,
+        on_scope_done=done,
+    )
+    directory = new_report_dir(ctx.spec.lab.name, reports)
+    paths = write_reports(run, directory)
+    print_summary(run, {n: node.role for n, node in ctx.spec.nodes.items()})
+    verdict = "[green]all checks pass[/]" if run.passed else "[red]findings[/]"
+    names = ", ".join(p.name for p in paths.values())
+    ui.info(f"verify: {verdict}; reports in {directory}/ ({names})")
+    return run, directory
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    ctx = load_context(args)
+    extra = ["-k", args.select] if args.select else []
+    run, _ = verify_lab(ctx, args.nodes, reports=args.reports, extra=extra)
+    return OK if run.passed else FINDINGS
