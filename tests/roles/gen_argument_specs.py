@@ -86,6 +86,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "ssh_client_alive_interval": "ClientAliveInterval (seconds).",
         "ssh_client_alive_count_max": "ClientAliveCountMax.",
         "ssh_log_level": "LogLevel.",
+        "ssh_permit_root_login": "PermitRootLogin: no, or prohibit-password on Proxmox hypervisors (key-only root for the cluster).",
+        "ssh_streamlocal_forwarding_users": "Users allowed unix-socket forwarding to the host (Match block); [root] on Proxmox for migration tunnels.",
         "ssh_banner_enabled": "Show /etc/issue.net before authentication.",
         "ssh_banner_text": "Text of /etc/issue.net.",
         "ssh_kex_algorithms": "KexAlgorithms allowlist.",
@@ -110,6 +112,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
 CHOICES = {
     "firewall_forward_policy": ["drop", "accept"],
     "ssh_log_level": ["INFO", "VERBOSE"],
+    "ssh_permit_root_login": ["no", "prohibit-password"],
     "base_journal_upload_scheme": ["http", "https"],
     "base_login_encrypt_method": ["YESCRYPT", "SHA512"],
 }
