@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-harden", action="store_true", help="provision only; run `mlseclab harden` later"
     )
+    p.add_argument("--no-verify", action="store_true", help="do not end with `mlseclab verify`")
 
     p = sub.add_parser("harden", help="run the hardening roles (roles/site.yml) on the lab")
     _spec_options(p)
@@ -94,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where report folders go (default: $MLSECLAB_REPORTS_DIR or reports/)",
     )
+
+    p = sub.add_parser(
+        "drift", help="what differs from the spec: infrastructure, configuration, posture"
+    )
+    _spec_options(p)
+    p.add_argument("nodes", nargs="*", metavar="NODE", help="only these nodes (default: all)")
+    p.add_argument(
+        "--layers",
+        metavar="LIST",
+        help="comma-separated: infrastructure,configuration,posture (default: all three)",
+    )
+    p.add_argument("--fix", action="store_true", help="re-converge what drifted, then verify again")
+    p.add_argument("--reports", type=Path, metavar="DIR", help="where report folders go")
 
     p = sub.add_parser("status", help="nodes, roles, segments, addresses and state")
     _spec_options(p)

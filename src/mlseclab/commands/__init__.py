@@ -1,5 +1,6 @@
 """One typed function per CLI command; each returns an exit code."""
 
+from mlseclab.commands.drift import cmd_drift
 from mlseclab.commands.harden import cmd_harden
 from mlseclab.commands.lab import cmd_down, cmd_ssh, cmd_status, cmd_up
 from mlseclab.commands.spec import cmd_graph, cmd_plan, cmd_validate
@@ -7,6 +8,7 @@ from mlseclab.commands.verify import cmd_verify
 
 __all__ = [
     "cmd_down",
+    "cmd_drift",
     "cmd_graph",
     "cmd_harden",
     "cmd_plan",

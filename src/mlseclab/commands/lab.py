@@ -13,7 +13,7 @@ from rich.table import Table
 
 from mlseclab import ui
 from mlseclab.commands.common import load_context
-from mlseclab.errors import ERROR, OK, LabError
+from mlseclab.errors import ERROR, FINDINGS, OK, LabError
 from mlseclab.targets import open_target
 
 
@@ -36,6 +36,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             return ERROR
     ui.info(f"  ssh -F {ctx.home.ssh_config} {next(iter(ctx.spec.nodes))}")
     ui.info(f"  inventory: {ctx.home.inventory}")
+    if not args.no_harden and not args.no_verify:
+        from mlseclab.commands.verify import verify_lab
+
+        run, _ = verify_lab(ctx)
+        return OK if run.passed else FINDINGS
     return OK
 
 
