@@ -18,6 +18,7 @@ from mlseclab.state import LabHome, write_private
 from mlseclab.topology import Rule, Topology
 
 OPERATOR_USER = "mlseclab"
+PVE_HOSTS_GROUP = "pve_hosts"
 
 
 def _rule_vars(rule: Rule) -> dict[str, Any]:
@@ -43,6 +44,19 @@ def served_models(spec: LabSpec) -> list[dict[str, Any]]:
             {"name": name, "file": file, "sha256": m.sha256, "task": m.task, "dataset": m.dataset}
         )
     return listed
+
+
+def dataset_vars(spec: LabSpec) -> dict[str, Any]:
+    """The spec's datasets as the pve_host role reads them: properties, protect, snapshots."""
+    return {
+        name: {
+            "description": d.description,
+            "protect": d.protect,
+            "properties": d.properties.model_dump(),
+            "snapshots": d.snapshots.model_dump(),
+        }
+        for name, d in spec.datasets.items()
+    }
 
 
 def host_vars(topo: Topology, node: str, runtime_kind: str) -> dict[str, Any]:
@@ -88,6 +102,10 @@ def render_inventory(topo: Topology, home: LabHome, runtime_kind: str) -> str:
         for group, hosts in groups.items()
     }
     children[f"runtime_{runtime_kind}"] = {"hosts": {h: None for h in topo.nodes}}
+    # The Proxmox hypervisors (site.yml's pve_host play). The spec does not know their
+    # addresses or how to log in to them, so the group is empty here: an operator lists
+    # them in a second inventory (`-i`), with mlseclab_mgmt_ip per host.
+    children[PVE_HOSTS_GROUP] = {"hosts": {}}
     doc = {
         "all": {
             "vars": {
@@ -113,6 +131,7 @@ def render_inventory(topo: Topology, home: LabHome, runtime_kind: str) -> str:
                 "mlseclab_state_dir": str(home.root),
                 "mlseclab_secrets_dir": str(home.root / "secrets"),
                 "mlseclab_models": served_models(spec),
+                "mlseclab_datasets": dataset_vars(spec),
             },
             "children": children,
         }

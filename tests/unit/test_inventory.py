@@ -1,0 +1,59 @@
+"""What the inventory hands the pve_host role: the spec's datasets and the pve_hosts group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from helpers.labs import REFERENCE, derived_lab_text, load_text
+from mlseclab.inventory import PVE_HOSTS_GROUP, render_inventory
+from mlseclab.spec import load_spec
+from mlseclab.state import LabHome
+from mlseclab.topology import derive
+
+
+def test_inventory_carries_every_dataset_with_its_properties_and_policy(tmp_path: Path) -> None:
+    doc = yaml.safe_load(
+        render_inventory(derive(load_spec(REFERENCE)), LabHome("reference", tmp_path), "container")
+    )
+    datasets = doc["all"]["vars"]["mlseclab_datasets"]
+    assert sorted(datasets) == ["corpora", "logs", "models", "vectors"]
+    assert datasets["models"] == {
+        "description": "model weights (GGUF, safetensors); read-only to the model server",
+        "protect": True,
+        "properties": {
+            "recordsize": "1M",
+            "compression": "off",
+            "encryption": False,
+            "atime": False,
+        },
+        "snapshots": {"keep": 7, "before_destroy": True},
+    }
+    assert datasets["logs"]["protect"] is False
+    assert datasets["logs"]["snapshots"] == {"keep": 3, "before_destroy": True}
+    assert datasets["vectors"]["properties"]["recordsize"] == "16K"
+
+
+def test_inventory_follows_a_changed_dataset_spec(tmp_path: Path) -> None:
+    text = derived_lab_text("inv", 81, tmp_path).replace(
+        "properties: {recordsize: 16K, compression: lz4}",
+        "properties: {recordsize: 8K, compression: zstd, encryption: true}",
+    )
+    spec = load_text(text)
+    doc = yaml.safe_load(render_inventory(derive(spec), LabHome("inv", tmp_path), "container"))
+    vectors = doc["all"]["vars"]["mlseclab_datasets"]["vectors"]["properties"]
+    assert vectors == {
+        "recordsize": "8K",
+        "compression": "zstd",
+        "encryption": True,
+        "atime": False,
+    }
+
+
+def test_pve_hosts_group_exists_and_holds_no_lab_node(tmp_path: Path) -> None:
+    topo = derive(load_spec(REFERENCE))
+    doc = yaml.safe_load(render_inventory(topo, LabHome("reference", tmp_path), "container"))
+    children = doc["all"]["children"]
+    assert children[PVE_HOSTS_GROUP] == {"hosts": {}}
+    assert not set(children[PVE_HOSTS_GROUP]["hosts"]) & set(topo.nodes)
