@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 import pytest
 
@@ -16,3 +17,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e" in str(item.fspath):
             item.add_marker(pytest.mark.skip(reason=E2E_REASON))
+
+
+@pytest.fixture(scope="session")
+def reports_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """verify and drift write their reports here, never into the checkout's reports/."""
+    path = tmp_path_factory.mktemp("reports")
+    os.environ["MLSECLAB_REPORTS_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reports_outside_the_checkout(reports_dir: Path) -> None:
+    """Also for `up`, which ends with verify."""

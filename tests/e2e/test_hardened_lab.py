@@ -211,3 +211,19 @@ def test_check_mode_on_a_hardened_lab_reports_no_change(lab: Hardened) -> None:
         lab.topo.nodes, 0
     )
     assert {h: s["failed"] for h, s in summary["hosts"].items()} == dict.fromkeys(lab.topo.nodes, 0)
+
+
+# Posture, tamper and drift proofs share this module's lab and run after the tests
+# above, in this order: verify on the clean lab, each tamper proven and reverted, then
+# drift with many tampers at once and --fix (which may rebuild nodes).
+from e2e import posture_proofs as _proofs  # noqa: E402
+
+test_verify_passes_every_check_on_the_hardened_lab = (
+    _proofs.test_verify_passes_every_check_on_the_hardened_lab
+)
+test_every_tamper_makes_its_checks_fail_and_reverts = (
+    _proofs.test_every_tamper_makes_its_checks_fail_and_reverts
+)
+test_drift_names_every_tamper_and_fix_clears_them = (
+    _proofs.test_drift_names_every_tamper_and_fix_clears_them
+)

@@ -43,10 +43,31 @@ TAMPERS: list[Tamper] = [
     Tamper(
         name="both-walls-open",
         node="rag-01",
-        breaks=("test_reachability_matrix_from_node",),
+        breaks=("test_reachability_matrix_from_node", "test_no_egress_off_the_lab"),
         apply="nft insert rule inet mlseclab_node output accept comment tamper",
         revert=_DELETE_TAMPER_RULES.format(chain="inet mlseclab_node output"),
         router_apply="nft insert rule inet {table} forward accept comment tamper",
         router_revert=_DELETE_TAMPER_RULES.format(chain="inet {table} forward"),
     ),
+    Tamper(
+        name="operator-reaches-inference",
+        node="inference-01",
+        breaks=("test_reachability_matrix_from_operator",),
+        apply="nft insert rule inet mlseclab_node input accept comment tamper",
+        revert=_DELETE_TAMPER_RULES.format(chain="inet mlseclab_node input"),
+        router_apply="nft insert rule inet {table} forward accept comment tamper",
+        router_revert=_DELETE_TAMPER_RULES.format(chain="inet {table} forward"),
+    ),
 ]
+
+
+def all_tampers() -> list[Tamper]:
+    """This module's tampers and those of each check module's own table (tampers_*.py)."""
+    import importlib
+    from pathlib import Path
+
+    found = list(TAMPERS)
+    for path in sorted(Path(__file__).parent.glob("tampers_*.py")):
+        module = importlib.import_module(f"posture.{path.stem}")
+        found += list(module.TAMPERS)
+    return found

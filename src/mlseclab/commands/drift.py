@@ -22,6 +22,7 @@ from mlseclab.drift import (
 )
 from mlseclab.errors import ERROR, FINDINGS, OK, LabError, TargetError
 from mlseclab.posture.report import FRAMEWORK_NAMES, new_report_dir, score
+from mlseclab.posture.runner import FAILING
 from mlseclab.templating import render_html
 
 
@@ -100,16 +101,24 @@ def detect(ctx: Context, nodes: list[str] | None, layers: list[str]) -> DriftRep
 def print_report(report: DriftReport) -> None:
     title = f"drift: lab {report.lab}: {len(report.findings)} finding(s)"
     table = Table(title=title, title_justify="left", show_lines=False)
-    for col in ("layer", "node", "what", "expected", "found"):
+    for col in ("layer", "node", "what", "controls", "expected", "found"):
         table.add_column(col, overflow="fold")
     for f in report.findings:
-        table.add_row(f.layer, f.node, f.what[:90], f.expected[:60], f"[red]{f.found[:60]}[/]")
+        what = f.what.partition(" | ")[0]  # a task's control ids go to their own column
+        table.add_row(
+            f.layer,
+            f.node,
+            what[:70],
+            ", ".join(f.controls),
+            f.expected[:50],
+            f"[red]{f.found[:50]}[/]",
+        )
     if report.findings:
         ui.out.print(table)
     for f in report.findings:
         if f.detail and f.layer != POSTURE:  # posture evidence is in the verify output above
             lines = f.detail.splitlines()
-            ui.info(f"  [bold]{f.node}[/]: {f.what[:80]}")
+            ui.info(f"  [bold]{f.node}[/]: {f.what.partition(' | ')[0][:80]}")
             for line in lines[:12]:
                 ui.out.print(f"      {line}", markup=False, highlight=False)
             if len(lines) > 12:
@@ -141,25 +150,75 @@ def write_reports(report: DriftReport, directory: Path) -> None:
     (directory / "report.html").write_text(page, encoding="utf-8")
 
 
+def quarantine_models(ctx: Context) -> list[str]:
+    """Move model files that differ from their pin out of the datasets (kept as evidence).
+
+    The next harden puts the pinned file back from the model cache; a model file is
+    never replaced silently, so only ``drift --fix`` does this, and says so.
+    """
+    if ctx.target != "local":
+        return []
+    from mlseclab.artifacts import spec_models
+    from mlseclab.digest import sha256_file
+    from mlseclab.state import write_private
+    from mlseclab.targets.local.names import LocalNames
+
+    names = LocalNames(ctx.spec.lab.name, Path(ctx.spec.lab.local.datasets_root))
+    moved = []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name, (model, dataset) in spec_models(ctx.spec).items():
+        path = names.dataset_dir(dataset) / model.file
+        if not path.exists() or sha256_file(path) == model.sha256:
+            continue
+        where = names.lab_dir / "quarantine" / dataset / stamp
+        where.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.replace(where / model.file)
+        write_private(
+            where / f"{model.file}.why",
+            f"model {name}: sha256 differed from the pin {model.sha256}; moved by drift --fix\n",
+        )
+        moved.append(f"model {name}: {path} -> {where / model.file}")
+    return moved
+
+
 def fix(ctx: Context, report: DriftReport, nodes: list[str] | None) -> bool:
-    """Re-converge what drifted (up, then harden the drifted nodes), then verify again."""
+    """Put the lab back: converge the infrastructure (up), re-harden the drifted nodes,
+    verify; a node that hardening cannot bring back (an account, a process or a listener
+    the roles do not own) is rebuilt from the image, datasets kept, and verified again."""
     from mlseclab.commands.harden import harden_lab
     from mlseclab.commands.verify import verify_lab
     from mlseclab.targets import open_target
 
     ui.info("drift --fix: converging the infrastructure (up)")
-    open_target(ctx).up()
-    drifted = sorted(
-        {f.node for f in report.findings if f.node in ctx.spec.nodes}
-        | (
-            {n for n in ctx.spec.nodes}
-            if any(f.node == "router" for f in report.findings)
-            else set()
-        )
+    target = open_target(ctx)
+    target.up()
+    for line in quarantine_models(ctx):
+        ui.warn(f"drift --fix: quarantined {line}; the pinned file is put back")
+    drifted = sorted({f.node for f in report.findings if f.node in ctx.spec.nodes})
+    broken: set[str] = set()
+    if drifted:
+        ui.info(f"drift --fix: hardening {', '.join(drifted)}")
+        result = harden_lab(ctx, limit=",".join(drifted))
+        broken = {h for h, s in result.hosts.items() if s.failed or s.unreachable}
+        if result.failed and not broken:
+            return False  # the playbook itself failed: nothing to rebuild
+    run, _ = verify_lab(ctx, nodes)
+    broken |= {r["node"] for r in run.results if r["outcome"] in FAILING} & set(ctx.spec.nodes)
+    if run.passed and not broken:
+        return True
+    if ctx.target != "local" or not broken:
+        return False
+    victims = sorted(broken)
+    ui.warn(
+        f"drift --fix: {', '.join(victims)} still differ after hardening: "
+        "rebuilding from the image (datasets kept)"
     )
-    limit = ",".join(drifted) if drifted else (",".join(nodes) if nodes else None)
-    ui.info(f"drift --fix: hardening {limit or 'every node'}")
-    if harden_lab(ctx, limit=limit).failed:
+    from mlseclab.targets.local.target import LocalTarget
+
+    assert isinstance(target, LocalTarget)
+    target.destroy_nodes(victims)
+    target.up()
+    if harden_lab(ctx, limit=",".join(victims)).failed:
         return False
     run, _ = verify_lab(ctx, nodes)
     return run.passed

@@ -54,8 +54,12 @@ def summary_table(result: HardenResult, check: bool) -> Table:
     return table
 
 
-def prepare(ctx: Context) -> dict[str, Any]:
-    """Secrets, and for the local target the models and the wheelhouse; the roles' extra vars."""
+def prepare(ctx: Context, *, check: bool = False) -> dict[str, Any]:
+    """Secrets, and for the local target the models and the wheelhouse; the roles' extra vars.
+
+    In check mode the datasets are left alone (a changed model file is drift to report,
+    not an error): only the wheelhouse's path is looked up for the roles.
+    """
     for item in ensure_secrets(ctx.topology, ctx.home):
         ui.info(f"  [green]+[/] secret: {item}")
     if ctx.target != "local":
@@ -70,6 +74,13 @@ def prepare(ctx: Context) -> dict[str, Any]:
 
     names = LocalNames(ctx.spec.lab.name, Path(ctx.spec.lab.local.datasets_root))
     rootfs, _ = ImageCache(names.image_root).ensure()
+    if check:
+        from mlseclab.wheelhouse import ensure_wheelhouse
+
+        serving = any(n.role.value == "inference" for n in ctx.spec.nodes.values())
+        if not serving or not ctx.spec.models:
+            return {}
+        return {"mlseclab_wheelhouse_dir": str(ensure_wheelhouse(rootfs))}
     return prepare_local(ctx.spec, names.dataset_dir, rootfs)
 
 
@@ -83,7 +94,7 @@ def harden_lab(
     skip_tags: str | None = None,
 ) -> HardenResult:
     with ctx.home.lock("harden"):
-        extravars = prepare(ctx)
+        extravars = prepare(ctx, check=check)
         ui.info(f"harden: lab [bold]{ctx.spec.lab.name}[/]{' (check mode)' if check else ''}")
         result = run_playbook(
             ctx.home,

@@ -158,6 +158,38 @@ def node_drift(t: LocalTarget, node_name: str) -> list[DriftFinding]:
     return out
 
 
+def model_drift(t: LocalTarget) -> list[DriftFinding]:
+    """Model files in their datasets against the sha256 the spec pins (named by serving node)."""
+    from mlseclab.artifacts import spec_models
+    from mlseclab.digest import sha256_file
+
+    out: list[DriftFinding] = []
+    for name, (model, dataset) in spec_models(t.spec).items():
+        path = t.names.dataset_dir(dataset) / model.file
+        servers = [
+            n
+            for n, node in t.spec.nodes.items()
+            if any(m.dataset == dataset for m in node.mounts)
+        ] or ["lab"]
+        if not path.exists():
+            found = "absent"
+        else:
+            digest = sha256_file(path)
+            if digest == model.sha256:
+                continue
+            found = f"sha256 {digest[:16]}..."
+        for node in servers:
+            out.append(
+                _finding(
+                    node,
+                    f"model {name} ({path})",
+                    f"sha256 {model.sha256[:16]}... (pinned in the spec)",
+                    found,
+                )
+            )
+    return out
+
+
 def infrastructure_drift(t: LocalTarget, only: list[str] | None = None) -> list[DriftFinding]:
     """Everything that differs between the live lab and the spec (``only``: these nodes)."""
     out: list[DriftFinding] = []
@@ -166,6 +198,7 @@ def infrastructure_drift(t: LocalTarget, only: list[str] | None = None) -> list[
             out.append(_finding("lab", f"dataset {ds_name}", "present", "absent"))
     if not network.link_exists(t.names.host_uplink):
         out.append(_finding("operator", f"uplink {t.names.host_uplink}", "present", "absent"))
+    out += [f for f in model_drift(t) if not only or f.node in only]
     out += [f for f in router_drift(t) if not only or f.node in (ROUTER, *only)]
     for node_name in t.topo.nodes:
         if not only or node_name in only:

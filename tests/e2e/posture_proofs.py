@@ -1,0 +1,206 @@
+"""Posture, drift and tamper proofs on the hardened lab of test_hardened_lab.py.
+
+Imported at the end of that module so that they share its lab (hardening one
+takes minutes) and run after its own tests. They need only the fixture ``lab``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from helpers.tampering import TamperProof, prove
+from mlseclab.posture.plugin import LAB_SCOPE
+from posture.tampers import Tamper, all_tampers
+
+
+def _latest_report(reports: Path, kind: str = "") -> dict[str, Any]:
+    found = sorted(p for p in reports.glob("*/*/report.json") if p.parent.name.endswith(kind))
+    assert found, f"no report under {reports}"
+    data: dict[str, Any] = json.loads(found[-1].read_text(encoding="utf-8"))
+    return data
+
+
+def test_verify_passes_every_check_on_the_hardened_lab(lab: Any, reports_dir: Path) -> None:
+    proc = lab.cli("verify")
+    report = _latest_report(reports_dir)
+    failing = [
+        f"{r['node']}: {r['check']}: {r['evidence'][:300]}"
+        for r in report["results"]
+        if r["outcome"] not in ("passed", "not_applicable")
+    ]
+    assert proc.returncode == 0 and not failing, "\n".join(failing) + proc.stdout[-2000:]
+    assert not report["broken"]
+    # every node was checked, and the N/A ones are named by control id, not passed
+    assert set(report["nodes"]) == {*lab.topo.nodes, LAB_SCOPE}
+    for r in report["results"]:
+        if r["outcome"] == "not_applicable":
+            assert r["controls"]["lab"] and r["evidence"], r
+    for name in ("report.json", "junit.xml", "report.html"):
+        assert any(reports_dir.glob(f"*/*/{name}"))
+
+
+def _lab_scope_checks() -> set[str]:
+    import ast
+
+    from mlseclab.posture.runner import suite_dir
+
+    found: set[str] = set()
+    for path in suite_dir().glob("test_*.py"):
+        for fn in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_"):
+                args = {a.arg for a in fn.args.args}
+                if "node" not in args:
+                    found.add(fn.name)
+    return found
+
+
+def test_every_tamper_makes_its_checks_fail_and_reverts(lab: Any) -> None:
+    """The table's proof: apply each tamper, its checks FAIL, revert, and verify is clean again.
+
+    Node-only tampers run in parallel across nodes (one at a time per node); tampers
+    that also open the router run alone at the end.
+    """
+    tampers = all_tampers()
+    lab_scope = _lab_scope_checks()
+    state = lab.state / "hard"
+
+    def run(t: Tamper) -> TamperProof:
+        return prove(
+            t,
+            spec_path=lab.spec_path,
+            state=state,
+            topo=lab.topo,
+            names=lab.names,
+            lab_scope_checks=lab_scope,
+        )
+
+    by_node: dict[str, list[Tamper]] = {}
+    for t in tampers:
+        if not t.router_apply:
+            by_node.setdefault(t.node, []).append(t)
+    proofs: list[TamperProof] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(by_node) or 1) as pool:
+        for result in pool.map(lambda ts: [run(t) for t in ts], by_node.values()):
+            proofs += result
+    proofs += [run(t) for t in tampers if t.router_apply]
+    unproven = [
+        f"{p.tamper} on {p.node}: {p.outcomes} {p.error}".strip() for p in proofs if not p.proven
+    ]
+    assert not unproven, f"{len(unproven)} of {len(proofs)} tampers not proven:\n" + "\n".join(
+        unproven
+    )
+    after = lab.cli("verify")
+    assert after.returncode == 0, "a revert left the lab changed:\n" + after.stdout[-3000:]
+
+
+# -- drift: the issue's tampers, all at once, named by layer and node; --fix clears them ----
+
+DRIFT_TAMPERS: list[tuple[str, str, str, str]] = [
+    # (node, shell as root on it, the layer that must name it, a word its finding carries)
+    (
+        "vectordb-01",
+        "useradd -o -u 0 -g 0 -M -s /usr/sbin/nologin tamper0",
+        "configuration",
+        "uid 0",
+    ),
+    (
+        "vectordb-01",
+        "f=$(ls /etc/postgresql/*/main/pg_hba.conf) && "
+        "sed -i '1i host all all 0.0.0.0/0 trust' $f && systemctl reload postgresql",
+        "configuration",
+        "pg_hba",
+    ),
+    (
+        "gateway-01",
+        "sed -i 's/^MaxAuthTries .*/MaxAuthTries 10/' /etc/ssh/sshd_config && systemctl reload ssh",
+        "configuration",
+        "sshd_config",
+    ),
+    ("gateway-01", "chmod 0644 /etc/nginx/mlseclab/api-keys.json", "configuration", "api-keys"),
+    (
+        "obs-01",
+        "nft insert rule inet mlseclab_node input tcp dport 7777 accept comment tamper",
+        "posture",
+        "7777",
+    ),
+    (
+        "obs-01",
+        "systemd-run --unit=tamper-listener python3 -m http.server --bind 0.0.0.0 8099 && sleep 2",
+        "posture",
+        "8099",
+    ),
+]
+# and from the host: a model byte flipped (inference-01), rag-01's container stopped,
+# the obs segment's bridge deleted
+
+
+def _ssh(lab: Any, node: str, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ssh", "-F", str(lab.ssh_config), node, "sudo sh -s"],
+        input=command,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_drift_names_every_tamper_and_fix_clears_them(lab: Any, reports_dir: Path) -> None:
+    for node, command, _, _ in DRIFT_TAMPERS:
+        proc = _ssh(lab, node, command)
+        assert proc.returncode == 0, f"{node}: {command}: {proc.stderr}"
+    model = lab.names.dataset_dir("models") / "all-MiniLM-L6-v2-f16.gguf"
+    with model.open("r+b") as fh:
+        fh.seek(8192)
+        byte = fh.read(1)
+        fh.seek(8192)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    subprocess.run(
+        ["ip", "-n", lab.names.router_ns, "link", "del", lab.names.bridge("obs")], check=True
+    )
+    from mlseclab.targets.local import nodes
+
+    assert nodes.stop("rag-01", lab.names)
+
+    proc = lab.cli("drift")
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = _latest_report(reports_dir, "drift")
+    findings = report["findings"]
+
+    def named(layer: str, node: str, word: str = "") -> bool:
+        return any(
+            f["layer"] == layer
+            and f["node"] == node
+            and word.lower() in (f["what"] + f["found"] + f["detail"]).lower()
+            for f in findings
+        )
+
+    missing = [
+        f"{layer} {node} {word!r}"
+        for node, _, layer, word in DRIFT_TAMPERS
+        if not named(layer, node, word)
+    ]
+    for layer, node, word in (
+        ("infrastructure", "router", "br-obs"),
+        ("infrastructure", "rag-01", "container"),
+        ("infrastructure", "inference-01", "model"),
+    ):
+        if not named(layer, node, word):
+            missing.append(f"{layer} {node} {word!r}")
+    assert not missing, (
+        "drift did not name: "
+        + ", ".join(missing)
+        + "\n"
+        + json.dumps(
+            [(f["layer"], f["node"], f["what"][:60], f["found"][:40]) for f in findings], indent=0
+        )
+    )
+
+    fixed = lab.cli("drift", "--fix")
+    assert fixed.returncode == 0, fixed.stdout[-4000:] + fixed.stderr[-2000:]
+    again = lab.cli("drift")
+    assert again.returncode == 0, again.stdout[-4000:]
