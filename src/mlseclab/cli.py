@@ -120,9 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--purge-data",
         action="store_true",
-        help="also delete protected datasets (asks first; --yes to skip)",
+        help="also delete protected datasets (asks first; --yes to skip). Each is snapshotted "
+        "first; snapshots live under <datasets_root>/<lab>/snapshots and stay",
     )
-    p.add_argument("--yes", action="store_true", help="answer yes to --purge-data's question")
+    p.add_argument(
+        "--purge-snapshots",
+        action="store_true",
+        help="also delete every dataset snapshot of the lab, taking none first (asks first)",
+    )
+    p.add_argument("--yes", action="store_true", help="answer yes to the purge question")
     p.add_argument(
         "--force",
         action="store_true",
@@ -133,6 +139,40 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_options(p)
     p.add_argument("node")
     p.add_argument("remote", nargs=argparse.REMAINDER, help="command to run instead of a shell")
+
+    p = sub.add_parser(
+        "rebuild",
+        help="destroy and re-create nodes from the image, keeping datasets; then harden them",
+        description="Stop the nodes, snapshot the protected datasets they mount, remove their "
+        "root filesystems, re-create them (same addresses, SSH host keys and machine ids) "
+        "and harden them. Datasets, secrets and the lab network stay.",
+    )
+    _spec_options(p)
+    p.add_argument("nodes", nargs="*", metavar="NODE", help="only these nodes (default: all)")
+    p.add_argument(
+        "--no-harden", action="store_true", help="re-create only; run `mlseclab harden` later"
+    )
+
+    p = sub.add_parser(
+        "snapshots",
+        help="list the dataset snapshots (under <datasets_root>/<lab>/snapshots)",
+        description="Snapshots are taken of protected datasets before down, down --purge-data "
+        "and rebuild destroy what uses them, and before a restore; datasets.<name>.snapshots."
+        "keep in the spec says how many of each are kept.",
+    )
+    _spec_options(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser(
+        "restore",
+        help="put a dataset back as a snapshot has it (what is there becomes a snapshot)",
+        description="Stops the nodes that mount the dataset, moves its contents aside as a "
+        "pre-restore snapshot, copies the snapshot back and starts those nodes again.",
+    )
+    _spec_options(p)
+    p.add_argument("dataset", metavar="DATASET")
+    p.add_argument("snapshot", metavar="SNAPSHOT_ID", help="an id that `mlseclab snapshots` lists")
+    p.add_argument("--yes", action="store_true", help="do not ask first")
     return parser
 
 

@@ -107,16 +107,18 @@ def mlseclab(
 def running_lab(spec: Path, state_dir: Path, *, harden: bool = False) -> Iterator[LabSpec]:
     """Stand the lab at ``spec`` up and always take it down again, also when a test fails.
 
-    Leftovers of an earlier crashed run of the same lab are cleared first. Without
-    ``harden`` the lab is only provisioned (``up --no-harden``).
+    Leftovers of an earlier crashed run of the same lab are cleared first; both downs
+    purge the lab's data and its dataset snapshots. Without ``harden`` the lab is only
+    provisioned (``up --no-harden``).
     """
     lab = load_spec(spec)
     env = {"MLSECLAB_STATE_DIR": str(state_dir)}
-    mlseclab("down", "--force", "--purge-data", "--yes", "-f", str(spec), env=env)
+    purge = ("down", "--force", "--purge-data", "--purge-snapshots", "--yes", "-f", str(spec))
+    mlseclab(*purge, env=env)
     try:
         up = mlseclab("up", *(() if harden else ("--no-harden",)), "-f", str(spec), env=env)
         assert up.returncode == 0, up.stderr[-3000:]
         yield lab
     finally:
-        down = mlseclab("down", "--force", "--purge-data", "--yes", "-f", str(spec), env=env)
+        down = mlseclab(*purge, env=env)
         assert down.returncode == 0, down.stderr[-3000:]

@@ -1,5 +1,6 @@
 """One typed function per CLI command; each returns an exit code."""
 
+from mlseclab.commands.data import cmd_rebuild, cmd_restore, cmd_snapshots
 from mlseclab.commands.drift import cmd_drift
 from mlseclab.commands.harden import cmd_harden
 from mlseclab.commands.lab import cmd_down, cmd_ssh, cmd_status, cmd_up
@@ -12,6 +13,9 @@ __all__ = [
     "cmd_graph",
     "cmd_harden",
     "cmd_plan",
+    "cmd_rebuild",
+    "cmd_restore",
+    "cmd_snapshots",
     "cmd_ssh",
     "cmd_status",
     "cmd_up",

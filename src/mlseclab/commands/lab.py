@@ -74,18 +74,41 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     ctx = load_context(args)
     protected = [n for n, d in ctx.spec.datasets.items() if d.protect]
-    if args.purge_data and protected and not args.yes:
-        question = (
-            f"--purge-data deletes the protected datasets {', '.join(protected)} of lab "
-            f"{ctx.spec.lab.name}. Continue?"
-        )
+    purge_snapshots = getattr(args, "purge_snapshots", False)
+    doomed = []
+    if args.purge_data and protected:
+        doomed.append(f"the protected datasets {', '.join(protected)}")
+    if purge_snapshots:
+        doomed.append("every dataset snapshot")
+    if doomed and not args.yes:
+        question = f"down deletes {' and '.join(doomed)} of lab {ctx.spec.lab.name}. Continue?"
         if not ui.confirm(question):
+            flags = " and ".join(
+                f
+                for f, on in (
+                    ("--purge-data", args.purge_data),
+                    ("--purge-snapshots", purge_snapshots),
+                )
+                if on
+            )
             raise LabError(
-                "--purge-data was not confirmed; nothing was removed "
+                f"{flags} was not confirmed; nothing was removed "
                 "(pass --yes to confirm without a question)"
             )
     target = open_target(ctx)
-    target.down(purge_data=args.purge_data, force=args.force)
+    if ctx.target == "local":
+        from mlseclab.targets.local.target import LocalTarget
+
+        assert isinstance(target, LocalTarget)
+        target.down(purge_data=args.purge_data, force=args.force, purge_snapshots=purge_snapshots)
+        snapshots = target.snapshots.root
+    else:
+        if purge_snapshots:
+            raise LabError(
+                "--purge-snapshots is for the local target (Proxmox keeps ZFS snapshots)"
+            )
+        target.down(purge_data=args.purge_data, force=args.force)
+        snapshots = None
     ui.info(
         f"down: lab {ctx.spec.lab.name} removed"
         + (
@@ -94,6 +117,11 @@ def cmd_down(args: argparse.Namespace) -> int:
             else f"; protected datasets kept: {', '.join(protected)}"
         )
     )
+    if snapshots is not None and snapshots.is_dir():
+        ui.info(
+            f"  dataset snapshots kept in {snapshots} (`mlseclab snapshots` lists them, "
+            "`mlseclab restore` brings one back, `down --purge-snapshots` deletes them)"
+        )
     return OK
 
 

@@ -65,6 +65,11 @@ class LocalNames:
         return self.lab_dir / "datasets" / dataset
 
     @property
+    def snapshots_dir(self) -> Path:
+        """Dataset snapshots: ``<data root>/<lab>/snapshots/<dataset>/<id>/`` (0700)."""
+        return self.lab_dir / "snapshots"
+
+    @property
     def image_root(self) -> Path:
         """Node images are shared by every lab on the host, wherever its datasets live."""
         return Path(os.environ.get("MLSECLAB_IMAGE_CACHE", "/var/lib/mlseclab/images"))

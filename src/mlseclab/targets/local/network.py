@@ -316,6 +316,15 @@ def delete_netns(name: str) -> bool:
     return False
 
 
+def forget_neighbours(names: LocalNames, addresses: list[str]) -> None:
+    """Drop the router's ARP entries for ``addresses``: a re-created node answers from
+    new MACs, and a cached old one would black-hole it until the entry expires (~30 s)."""
+    if not netns_exists(names.router_ns):
+        return
+    for address in addresses:
+        run(["ip", "-n", names.router_ns, "neigh", "flush", "to", address], check=False)
+
+
 def remove_host_routes(topo: Topology, names: LocalNames) -> None:
     for seg in topo.spec.networks.values():
         run(["ip", "route", "del", seg.cidr, "dev", names.host_uplink], check=False)

@@ -3,7 +3,9 @@
 Each node's root filesystem is an overlay: the shared, read-only image below
 and the node's own upper directory above, so a node costs only what it writes.
 Before the first boot the host writes the node's identity into it: hostname,
-machine id, SSH host keys and the operator's authorized key.
+machine id, SSH host keys and the operator's authorized key. A rebuild keeps
+the host keys and the machine id (:func:`save_identity`, :func:`restore_identity`):
+a rebuilt node is the same node, and the operator's pinned host key stays valid.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from mlseclab.topology import LabNode
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: the hierarchies nspawn needs a node cgroup in when the host does not run systemd
 CGROUP_HIERARCHIES = ("systemd", "unified")
+#: where a rebuild keeps a node's host keys and machine id (inside the node's directory)
+IDENTITY_DIR = "identity"
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,43 @@ def write_identity(node: LabNode, names: LocalNames, domain: str, operator_pubke
     for p in (home, auth):
         os.chown(p, uid, gid)
     return key.with_suffix(".pub").read_text(encoding="utf-8").split(" ", 2)[1]
+
+
+def save_identity(node: str, names: LocalNames) -> bool:
+    """Copy the node's SSH host keys and machine id out of its upper directory into
+    ``<node dir>/identity`` (0700), for :func:`restore_identity` after a rebuild."""
+    upper = names.node_dir(node) / "upper" / "etc"
+    found = [p for p in sorted((upper / "ssh").glob("ssh_host_*")) if p.is_file()]
+    found += [p for p in (upper / "machine-id",) if p.is_file()]
+    if not any(p.name == "ssh_host_ed25519_key" for p in found):
+        return False  # nothing to keep (or kept already by an interrupted rebuild)
+    keep = names.node_dir(node) / IDENTITY_DIR
+    tmp = keep.with_name(f".{IDENTITY_DIR}.new")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(mode=0o700)
+    for p in found:
+        shutil.copy2(p, tmp / p.name)
+    shutil.rmtree(keep, ignore_errors=True)
+    tmp.rename(keep)
+    return True
+
+
+def restore_identity(node: str, names: LocalNames) -> bool:
+    """Put a kept identity into the node's (new) root before :func:`write_identity`, which
+    then keeps the host key and the machine id it finds. True when there was one."""
+    keep = names.node_dir(node) / IDENTITY_DIR
+    if not keep.is_dir():
+        return False
+    etc = names.node_dir(node) / "root" / "etc"
+    for stale in (etc / "ssh").glob("ssh_host_*"):
+        stale.unlink()
+    for p in sorted(keep.iterdir()):
+        dest = etc / p.name if p.name == "machine-id" else etc / "ssh" / p.name
+        dest.unlink(missing_ok=True)
+        shutil.copy2(p, dest)
+        os.chown(dest, 0, 0)
+    shutil.rmtree(keep)
+    return True
 
 
 def _ids(root: Path, user: str) -> tuple[int, int]:
@@ -342,6 +383,8 @@ __all__ = [
     "Mount",
     "ensure_rootfs",
     "ok",
+    "restore_identity",
+    "save_identity",
     "start",
     "stop",
     "unmount",

@@ -1,9 +1,13 @@
-"""The local target: plan, up, down and status of a lab on this host.
+"""The local target: plan, up, down, rebuild, restore and status of a lab on this host.
 
 ``up`` converges: each step looks at what is live and does only what is
 missing, so a second run changes nothing and a run killed half-way is finished
 by the next one. ``down`` undoes in reverse and is safe to repeat; with
 ``--force`` it also finds what a crashed run left behind by name alone.
+
+Protected datasets are snapshotted (:mod:`mlseclab.snapshots`) before ``down``
+or ``rebuild`` destroys a node that mounts them: the nodes are stopped first,
+then the copy is taken, then anything is removed.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import concurrent.futures
 import os
 import shutil
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ from mlseclab import ui
 from mlseclab.errors import LabError, TargetError
 from mlseclab.inventory import write_inventory
 from mlseclab.secrets import ensure_secrets
+from mlseclab.snapshots import Snapshot, SnapshotStore, human, tree_bytes
 from mlseclab.state import LabHome, write_private
 from mlseclab.targets import NodeStatus, Plan, PlannedAction
 from mlseclab.targets.local import host, network, nodes
@@ -39,6 +45,7 @@ class LocalTarget:
         self.home = home
         self.names = LocalNames(spec.lab.name, Path(spec.lab.local.datasets_root))
         self.images = ImageCache(self.names.image_root)
+        self.snapshots = SnapshotStore(self.names.snapshots_dir)
         self.changes: list[str] = []
 
     # -- shared ------------------------------------------------------------------
@@ -49,6 +56,16 @@ class LocalTarget:
         return [
             nodes.Mount(self.names.dataset_dir(m.dataset), m.path, m.mode == "ro")
             for m in self.spec.nodes[node].mounts
+        ]
+
+    def users_of(self, dataset: str, *, writers_only: bool = False) -> list[str]:
+        """The nodes that mount ``dataset`` (read-write only, with ``writers_only``)."""
+        return [
+            name
+            for name, node in self.spec.nodes.items()
+            if any(
+                m.dataset == dataset and (m.mode == "rw" or not writers_only) for m in node.mounts
+            )
         ]
 
     def router_ruleset(self) -> str:
@@ -212,6 +229,8 @@ class LocalTarget:
                 if nodes.ensure_rootfs(node.name, self.names, image):
                     self._record([f"rootfs {node.name}"])
                 if nodes.nspawn_pid(node.name, self.names) is None:
+                    if nodes.restore_identity(node.name, self.names):
+                        self._record([f"identity {node.name} (host key and machine id kept)"])
                     host_keys[node.name] = nodes.write_identity(
                         node, self.names, self.spec.lab.domain, pubkey
                     )
@@ -306,7 +325,7 @@ class LocalTarget:
         )
 
     # -- down ------------------------------------------------------------------------
-    def down(self, *, purge_data: bool, force: bool) -> None:
+    def down(self, *, purge_data: bool, force: bool, purge_snapshots: bool = False) -> None:
         _require_root()
         with self.home.lock("down"):
             state = self.home.read_state()
@@ -318,7 +337,7 @@ class LocalTarget:
                         f"name: {', '.join(left[:6])}; run `mlseclab down --force` to remove them"
                     )
                 ui.info(f"lab {self.spec.lab.name} is not up; nothing to remove")
-            self._down(purge_data=purge_data)
+            self._down(purge_data=purge_data, purge_snapshots=purge_snapshots)
             for f in (
                 self.home.state_file,
                 self.home.inventory,
@@ -327,17 +346,23 @@ class LocalTarget:
             ):
                 f.unlink(missing_ok=True)
 
-    def _down(self, *, purge_data: bool) -> None:
+    def _down(self, *, purge_data: bool, purge_snapshots: bool) -> None:
         names = self.names
+        running = nodes.find_nspawn_pids(names)
         targets = sorted(
             set(self.topo.nodes)
-            | set(nodes.find_nspawn_pids(names))
+            | set(running)
             | {
                 p.name
                 for p in (names.lab_dir / "nodes").glob("*")
                 if (names.lab_dir / "nodes").is_dir()
             }
         )
+        present = {n for n in targets if n in running or names.node_dir(n).exists()}
+        keep_safe = (
+            set() if purge_snapshots else self._to_snapshot(present, also_existing=purge_data)
+        )
+        self._check_snapshot_space(keep_safe)
         with (
             ui.step(f"stopping {len(targets)} containers"),
             concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool,
@@ -346,6 +371,7 @@ class LocalTarget:
                 zip(targets, pool.map(lambda n: nodes.stop(n, names), targets), strict=True)
             )
         self._record_removed([f"container {n}" for n, was in stopped.items() if was])
+        self._snapshot(keep_safe, "purge" if purge_data else "down", present)
         removed: list[str] = []
         for node in targets:
             d = names.node_dir(node)
@@ -372,6 +398,8 @@ class LocalTarget:
                 continue
             shutil.rmtree(d)
             removed.append(f"dataset {ds_name}{' (protected, purged)' if ds.protect else ''}")
+        if purge_snapshots:
+            removed += [f"snapshots of dataset {ds}" for ds in self.snapshots.purge()]
         self._record_removed(removed)
         for d in (names.lab_dir / "nodes", names.lab_dir / "datasets", names.lab_dir):
             if d.is_dir() and not any(d.iterdir()):
@@ -381,6 +409,136 @@ class LocalTarget:
         self.changes += items
         for item in items:
             ui.info(f"  [red]-[/] {item}")
+
+    # -- snapshots ---------------------------------------------------------------------
+    def _to_snapshot(self, touched: Iterable[str], *, also_existing: bool = False) -> set[str]:
+        """Protected datasets (with ``snapshots.before_destroy`` and ``keep`` > 0) mounted
+        by a node in ``touched``; with ``also_existing`` every such dataset that exists."""
+        touched = set(touched)
+        out = set()
+        for name, ds in self.spec.datasets.items():
+            policy = ds.snapshots
+            if not (ds.protect and policy.before_destroy and policy.keep > 0):
+                continue
+            if not self.names.dataset_dir(name).is_dir():
+                continue
+            if also_existing or touched & set(self.users_of(name)):
+                out.add(name)
+        return out
+
+    def _check_snapshot_space(self, datasets: Iterable[str]) -> None:
+        self.snapshots.check_space({ds: tree_bytes(self.names.dataset_dir(ds)) for ds in datasets})
+
+    def _snapshot(self, datasets: Iterable[str], reason: str, touched: Iterable[str]) -> None:
+        """Snapshot each dataset (its nodes are stopped), then apply its retention."""
+        touched = set(touched)
+        for ds in sorted(datasets):
+            users = [n for n in self.users_of(ds) if n in touched]
+            with ui.step(f"snapshot of dataset {ds}"):
+                snap = self.snapshots.take(
+                    ds, self.names.dataset_dir(ds), reason=reason, nodes=users
+                )
+            self._record([f"snapshot {ds}/{snap.id} ({snap.files} files, {human(snap.bytes)})"])
+            keep = self.spec.datasets[ds].snapshots.keep
+            self._record_removed(
+                [f"snapshot {ds}/{s.id} (keep: {keep})" for s in self.snapshots.prune(ds, keep)]
+            )
+
+    def _stop(self, victims: Sequence[str]) -> list[str]:
+        """Stop these nodes in parallel; returns those that were running."""
+        if not victims:
+            return []
+        with (
+            ui.step(f"stopping {', '.join(victims)}"),
+            concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool,
+        ):
+            was = list(pool.map(lambda n: nodes.stop(n, self.names), victims))
+        return [n for n, running in zip(victims, was, strict=True) if running]
+
+    # -- rebuild -----------------------------------------------------------------------
+    def destroy_nodes(self, victims: Sequence[str]) -> None:
+        """The first half of a rebuild: stop the nodes, snapshot their protected datasets,
+        remove their root filesystem (the overlay's upper directory) and network namespace.
+
+        Datasets, secrets, the lab's network and each node's SSH host key and machine id
+        stay; ``up`` then re-creates the nodes from the image with the same identity.
+        """
+        _require_root()
+        with self.home.lock("rebuild"):
+            state = self.home.read_state()
+            if not state:
+                raise TargetError(
+                    f"lab {self.spec.lab.name} is not up (no {self.home.state_file}); "
+                    "`mlseclab up` creates it"
+                )
+            keep_safe = self._to_snapshot(victims)
+            self._check_snapshot_space(keep_safe)
+            # a dataset is copied only while nothing writes to it: its other writers stop too
+            writers = {n for ds in keep_safe for n in self.users_of(ds, writers_only=True)}
+            stopping = sorted(set(victims) | writers)
+            self._record_removed([f"container {n}" for n in self._stop(stopping)])
+            self._snapshot(keep_safe, "rebuild", victims)
+            removed: list[str] = []
+            for node in victims:
+                d = self.names.node_dir(node)
+                nodes.save_identity(node, self.names)
+                if host.unmount(d / "root"):
+                    removed.append(f"rootfs {node}")
+                if d.is_dir():
+                    for entry in d.iterdir():
+                        if entry.name == nodes.IDENTITY_DIR:
+                            continue
+                        if entry.is_dir() and not entry.is_symlink():
+                            shutil.rmtree(entry)
+                        else:
+                            entry.unlink()
+                if network.delete_netns(self.names.node_ns(node)):
+                    removed.append(f"netns {self.names.node_ns(node)}")
+                network.forget_neighbours(self.names, list(self.topo.nodes[node].addresses))
+            self._record_removed(removed)
+            state["phase"] = "rebuild"  # up finishes it
+            self.home.write_state(state)
+
+    # -- restore -----------------------------------------------------------------------
+    def restore_dataset(self, dataset: str, snapshot_id: str) -> tuple[Snapshot, Snapshot | None]:
+        """Stop the nodes that mount ``dataset``, put the snapshot back (the current
+        contents become a ``pre-restore`` snapshot) and start those nodes again."""
+        _require_root()
+        self.snapshots.get(dataset, snapshot_id)  # an unknown id fails before anything stops
+        with self.home.lock("restore"):
+            users = self.users_of(dataset)
+            stopped = self._stop([n for n in users if nodes.nspawn_pid(n, self.names)])
+            self._record_removed([f"container {n} (stopped)" for n in stopped])
+            try:
+                with ui.step(f"restore of dataset {dataset} from {snapshot_id}"):
+                    snap, pre = self.snapshots.restore(
+                        dataset, snapshot_id, self.names.dataset_dir(dataset), nodes=users
+                    )
+                if pre is not None:
+                    self._record([f"snapshot {dataset}/{pre.id} (what was there before)"])
+                self._record([f"dataset {dataset} from {snap.id} ({snap.files} files)"])
+                keep = self.spec.datasets[dataset].snapshots.keep
+                self._record_removed(
+                    [
+                        f"snapshot {dataset}/{s.id} (keep: {max(keep, 1)})"
+                        for s in self.snapshots.prune(dataset, keep)
+                    ]
+                )
+            finally:
+                self._start_again(stopped)
+        return snap, pre
+
+    def _start_again(self, names: Sequence[str]) -> None:
+        if not names:
+            return
+        for n in names:
+            nodes.start(n, self.names, self._mounts(n))
+        with (
+            ui.step(f"starting {', '.join(names)}"),
+            concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool,
+        ):
+            list(pool.map(lambda n: nodes.wait_ready(self.topo.nodes[n], self.names), names))
+        self._record([f"container {n}" for n in names])
 
     # -- status ----------------------------------------------------------------------
     def status(self) -> list[NodeStatus]:
