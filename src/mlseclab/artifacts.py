@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from mlseclab import ui
-from mlseclab.spec import LabModel, LabSpec, Role
+from mlseclab.errors import TargetError
+from mlseclab.spec import Engine, LabModel, LabSpec, Role
 
 
 def spec_models(spec: LabSpec) -> dict[str, tuple[Any, str]]:
@@ -51,6 +52,12 @@ def _renamed(model: Any, name: str) -> Any:
 
 def prepare_local(spec: LabSpec, dataset_dir: Any, image_rootfs: Path) -> dict[str, Any]:
     """Models into their datasets, the wheelhouse for the image; the roles' extra vars."""
+    gpu_only = [n for n, node in spec.nodes.items() if node.engine is Engine.VLLM]
+    if gpu_only:
+        raise TargetError(
+            f"{', '.join(gpu_only)}: engine vllm needs a VM with an NVIDIA GPU (target proxmox); "
+            "the local target runs every node as a container without a GPU: use engine llama_cpp"
+        )
     extravars: dict[str, Any] = {}
     serving = any(n.role is Role.INFERENCE for n in spec.nodes.values())
     if not serving or not spec.models:

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from mlseclab.catalog import BUILTIN_FILES
-from mlseclab.spec import LabSpec
+from mlseclab.spec import LabSpec, Role
 from mlseclab.state import LabHome, write_private
 from mlseclab.topology import Rule, Topology
 
@@ -84,6 +84,8 @@ def host_vars(topo: Topology, node: str, runtime_kind: str) -> dict[str, Any]:
         "mlseclab_routes": [{"to": r.destination, "via": r.via, "dev": r.dev} for r in n.routes],
         "mlseclab_mounts": [m.model_dump() for m in spec_node.mounts],
         "mlseclab_gpu": spec_node.gpu.model_dump() if spec_node.gpu else None,
+        # the model server (the inference role's inference_engine); None on other roles
+        "mlseclab_engine": spec_node.engine.value if spec_node.role is Role.INFERENCE else None,
         "mlseclab_ingress": [_rule_vars(r) for r in topo.ingress(node)],
         "mlseclab_egress": [_rule_vars(r) for r in topo.egress(node)],
     }

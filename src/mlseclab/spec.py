@@ -60,6 +60,13 @@ class NodeKind(StrEnum):
     CONTAINER = "container"
 
 
+class Engine(StrEnum):
+    """The model server of an inference node."""
+
+    LLAMA_CPP = "llama_cpp"  # GGUF files, CPU (the local target) or GPU
+    VLLM = "vllm"  # one safetensors model directory, NVIDIA GPU VMs only
+
+
 def _canonical_network(value: str) -> str:
     try:
         net = ipaddress.IPv4Network(value, strict=False)
@@ -251,6 +258,9 @@ class Node(Strict):
     gpu: Gpu | None = None
     mounts: list[Mount] = []
     tags: list[str] = []
+    engine: Engine = Field(
+        default=Engine.LLAMA_CPP, description="inference nodes only: the model server"
+    )
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -289,9 +299,17 @@ class LabModel(Strict):
                     f"{path} is a pickle format, which can run code when loaded; "
                     "convert it to GGUF (or safetensors) first"
                 )
-            if not path.startswith("/") or not path.endswith(".gguf"):
-                raise ValueError(f"{path!r}: give an absolute path to a .gguf file")
+            if not path.startswith("/") or not path.endswith((".gguf", "/")) or path == "/":
+                raise ValueError(
+                    f"{path!r}: give an absolute path to a .gguf file, or to a safetensors "
+                    "model directory ending in / (engine vllm)"
+                )
         return value
+
+    @property
+    def engine(self) -> Engine:
+        """The engine that loads this model's format: a directory (safetensors) needs vLLM."""
+        return Engine.VLLM if self.source.endswith("/") else Engine.LLAMA_CPP
 
 
 class Flow(Strict):
@@ -374,6 +392,7 @@ def check_rules(spec: LabSpec) -> Iterator[tuple[Path, str]]:
     yield from _check_nodes(spec)
     yield from _check_flows(spec)
     yield from _check_models(spec)
+    yield from _check_engines(spec)
     yield from _check_posture(spec)
     if spec.lab.target == "proxmox" and spec.lab.proxmox is None:
         yield (
@@ -520,6 +539,20 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
                 (*base, "gpu"),
                 (f"a GPU needs a VM: {name} is a container; set kind: vm or remove gpu"),
             )
+        if "engine" in node.model_fields_set and node.role is not Role.INFERENCE:
+            yield (
+                (*base, "engine"),
+                f"engine applies to inference nodes only: {name} is a {node.role}; remove engine",
+            )
+        elif node.engine is Engine.VLLM and (node.kind is not NodeKind.VM or node.gpu is None):
+            what = "is a container" if node.kind is not NodeKind.VM else "has no gpu"
+            yield (
+                (*base, "engine"),
+                (
+                    f"engine vllm needs a VM with an NVIDIA GPU: {name} {what}; "
+                    "set kind: vm and a gpu mapping, or use engine llama_cpp"
+                ),
+            )
         paths: set[str] = set()
         for i, mount in enumerate(node.mounts):
             where = (*base, "mounts", i)
@@ -613,6 +646,37 @@ def _check_models(spec: LabSpec) -> Iterator[tuple[Path, str]]:
                             f"path: /srv/{model.dataset}, mode: ro}}"
                         ),
                     )
+
+
+ENGINE_LOADS = {
+    Engine.LLAMA_CPP: "GGUF files only (builtin:<name> or file:/path/model.gguf)",
+    Engine.VLLM: "one safetensors model directory (file:/path/model/)",
+}
+
+
+def _check_engines(spec: LabSpec) -> Iterator[tuple[Path, str]]:
+    """Every inference node's engine loads the format of every model, and vLLM serves one."""
+    for node_name, node in spec.nodes.items():
+        if node.role is not Role.INFERENCE:
+            continue
+        for name, model in spec.models.items():
+            if model.engine is not node.engine:
+                yield (
+                    ("models", name, "source"),
+                    (
+                        f"{node_name} serves with engine {node.engine}, which loads "
+                        f"{ENGINE_LOADS[node.engine]}; set nodes.{node_name}.engine: "
+                        f"{model.engine} or change the model"
+                    ),
+                )
+        if node.engine is Engine.VLLM and len(spec.models) != 1:
+            yield (
+                ("nodes", node_name, "engine"),
+                (
+                    f"engine vllm serves one model per node and the spec declares "
+                    f"{len(spec.models)}; declare one model or use engine llama_cpp"
+                ),
+            )
 
 
 def _check_posture(spec: LabSpec) -> Iterator[tuple[Path, str]]:

@@ -28,6 +28,7 @@ EXPECTED_MISTAKES = {
     "wrong-type",
     "yaml-syntax-error",
     "empty-file",
+    "vllm-without-gpu",
 }
 
 
@@ -207,6 +208,83 @@ def test_rule(old: str, new: str, path: str, fragment: str) -> None:
 )
 def test_model_rule(old: str, new: str, path: str, fragment: str) -> None:
     test_rule(old, new, path, fragment)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "fragment"),
+    [
+        (
+            "role: gateway\n    kind: vm",
+            "role: gateway\n    engine: llama_cpp\n    kind: vm",
+            "nodes.gateway-01.engine",
+            "engine applies to inference nodes only: gateway-01 is a gateway; remove engine",
+        ),
+        (
+            "kind: vm\n    cpu: 8",
+            "kind: container\n    engine: vllm\n    cpu: 8",
+            "nodes.inference-01.engine",
+            "engine vllm needs a VM with an NVIDIA GPU: inference-01 is a container",
+        ),
+        (
+            "    gpu: {mapping: gpu-inference}",
+            "    engine: vllm",
+            "nodes.inference-01.engine",
+            "inference-01 has no gpu",
+        ),
+        (
+            "kind: vm\n    cpu: 8",
+            "kind: vm\n    engine: vllm\n    cpu: 8",
+            "models.gemma-3-270m.source",
+            "inference-01 serves with engine vllm, which loads one safetensors model directory "
+            "(file:/path/model/); set nodes.inference-01.engine: llama_cpp or change the model",
+        ),
+        (
+            "kind: vm\n    cpu: 8",
+            "kind: vm\n    engine: vllm\n    cpu: 8",
+            "nodes.inference-01.engine",
+            "engine vllm serves one model per node and the spec declares 2",
+        ),
+        (
+            "source: builtin:gemma-3-270m",
+            "source: file:/srv/import/gemma-3-270m/",
+            "models.gemma-3-270m.source",
+            "inference-01 serves with engine llama_cpp, which loads GGUF files only",
+        ),
+        (
+            "source: builtin:gemma-3-270m",
+            "source: file:/srv/import/gemma.safetensors",
+            "models.gemma-3-270m.source",
+            "or to a safetensors model directory ending in / (engine vllm)",
+        ),
+        (
+            "kind: vm\n    cpu: 8",
+            "kind: vm\n    engine: tensorrt\n    cpu: 8",
+            "nodes.inference-01.engine",
+            "'tensorrt' is not allowed; valid: 'llama_cpp' or 'vllm'",
+        ),
+    ],
+)
+def test_engine_rule(old: str, new: str, path: str, fragment: str) -> None:
+    text = reference_text()
+    assert old in text, old
+    with pytest.raises(SpecError) as exc:
+        load_text(text.replace(old, new, 1))
+    at_path = [p for p in exc.value.problems if p.path == path]
+    assert any(fragment in p.message for p in at_path), exc.value.problems
+    assert all(p.line > 0 for p in at_path)
+
+
+def test_engine_defaults_to_llama_cpp_and_reaches_the_inventory() -> None:
+    from mlseclab.inventory import host_vars
+    from mlseclab.topology import derive
+
+    spec = load_spec(REFERENCE)
+    assert spec.nodes["inference-01"].engine == "llama_cpp"
+    topo = derive(spec)
+    assert host_vars(topo, "inference-01", "vm")["mlseclab_engine"] == "llama_cpp"
+    assert host_vars(topo, "gateway-01", "vm")["mlseclab_engine"] is None
+    gpu = derive(load_spec(SPECS / "valid" / "vllm-gpu.yaml"))
+    assert host_vars(gpu, "inference-01", "vm")["mlseclab_engine"] == "vllm"
 
 
 def test_not_a_mapping() -> None:
