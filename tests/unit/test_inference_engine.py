@@ -263,6 +263,9 @@ def test_vllm_unit_is_sandboxed_with_only_the_gpu_devices(vllm_files: dict[str, 
         ("EnvironmentFile", "/etc/mlseclab/inference/vllm.env"),
         ("ExecStartPre", "/usr/local/libexec/mlseclab-inference-verify"),
         ("UMask", "0077"),
+        ("SystemCallFilter", "@system-service"),
+        ("SystemCallFilter", "~@privileged"),
+        ("RestrictSUIDSGID", "yes"),
     ]:
         assert directive in d, directive
     env = dict(v.split("=", 1) for k, v in d if k == "Environment")
