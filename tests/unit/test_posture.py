@@ -254,3 +254,28 @@ def test_every_posture_check_has_a_tamper_that_breaks_it() -> None:
     for t in tampers:
         assert t.revert.strip() and (t.apply.strip() or t.router_apply.strip()), t.name
         assert bool(t.router_apply) == bool(t.router_revert), t.name
+
+
+def test_a_waiver_for_a_control_no_check_carries_is_a_spec_error(tmp_path: Path) -> None:
+    from mlseclab.commands.common import Context
+    from mlseclab.commands.verify import check_waivers, posture_control_ids
+    from mlseclab.errors import SpecError
+    from mlseclab.spec import load_spec
+    from mlseclab.state import LabHome
+    from mlseclab.topology import derive
+
+    assert "MLSL-NET-01" in posture_control_ids()
+    text = reference_text().replace(
+        "  waivers: []",
+        "  waivers:\n    - {control: MLSL-NET-01, reason: a real control and a real reason}\n"
+        "    - {control: MLSL-NET-99, reason: a typo that would waive nothing}",
+    )
+    path = write_lab(tmp_path, text)
+    spec = load_spec(path)
+    ctx = Context(path, spec, derive(spec), LabHome.for_lab(spec.lab.name), "local")
+    with pytest.raises(SpecError) as err:
+        check_waivers(ctx)
+    (line,) = err.value.lines
+    assert line.startswith(f"{path}:")
+    assert "posture.waivers[1].control: MLSL-NET-99 is not a control any posture check" in line
+    assert "MLSL-NET-01" in line

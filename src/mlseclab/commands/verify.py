@@ -28,6 +28,45 @@ def _nodes(ctx: Context, wanted: Sequence[str] | None) -> list[str]:
     return list(wanted)
 
 
+def posture_control_ids() -> set[str]:
+    """The lab control ids the posture suite's checks carry (first argument of each marker)."""
+    import re
+
+    from mlseclab.posture.runner import suite_dir
+
+    marker = re.compile(r"mark\.control\(\s*[\"']([^\"']+)[\"']")
+    found: set[str] = set()
+    for path in suite_dir().glob("test_*.py"):
+        found.update(marker.findall(path.read_text(encoding="utf-8")))
+    return found
+
+
+def check_waivers(ctx: Context) -> None:
+    """A waiver must name a control some check carries: a typo would waive nothing, silently."""
+    from mlseclab.errors import SpecError, SpecProblem
+    from mlseclab.yamlsource import load_with_lines
+
+    known = posture_control_ids()
+    bad = [(i, w.control) for i, w in enumerate(ctx.spec.posture.waivers) if w.control not in known]
+    if not bad:
+        return
+    located = load_with_lines(ctx.spec_path.read_text(encoding="utf-8"))
+    problems = []
+    for i, control in bad:
+        prefix = control.rsplit("-", 1)[0]
+        near = sorted(c for c in known if c.startswith(prefix)) or sorted(known)[:8]
+        problems.append(
+            SpecProblem(
+                str(ctx.spec_path),
+                located.line_of(("posture", "waivers", i, "control")),
+                f"posture.waivers[{i}].control",
+                f"{control} is not a control any posture check carries; "
+                f"valid ids include {', '.join(near[:12])}",
+            )
+        )
+    raise SpecError(problems)
+
+
 def _framework_line(fw: str, ids: dict[str, Counter[str]]) -> str:
     total: Counter[str] = Counter()
     for c in ids.values():
@@ -83,6 +122,7 @@ def verify_lab(
             f"lab {ctx.spec.lab.name} is not up (no {ctx.home.ssh_config}): run `mlseclab up` first"
         )
     chosen = _nodes(ctx, nodes)
+    check_waivers(ctx)
     ui.info(f"verify: {len(chosen)} node(s) of lab [bold]{ctx.spec.lab.name}[/], in parallel")
 
     def done(s: ScopeRun) -> None:
