@@ -453,7 +453,7 @@ TAMPERS: list[Tamper] = [
     ),
     Tamper(
         name="node-exporter-stopped",
-        node="inference-01",
+        node="gateway-01",
         breaks=("test_every_approved_socket_listens",),
         apply="systemctl stop prometheus-node-exporter.service",
         revert="systemctl start prometheus-node-exporter.service && " + _wait_listening(9100),
