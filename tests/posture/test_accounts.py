@@ -448,7 +448,7 @@ def test_no_world_writable_or_unowned_files(node: PostureNode, host: Any) -> Non
             wrong.append(f"7.1.11 world-writable directory without sticky bit {path}")
         elif not _dynamic_user_state(int(uid), int(gid), path):
             wrong.append(f"7.1.12 no owner or group ({uid}:{gid}): {path}")
-    assert not wrong, f"{node.name}: {len(wrong)} found:\n" + "\n".join(wrong[:30])
+    assert not wrong, f"{node.name}: {len(wrong)} found: " + "; ".join(wrong[:30])
 
 
 # setuid/setgid programs a Debian 13 node may have (base system, OpenSSH, D-Bus, sudo,
@@ -485,9 +485,7 @@ def test_setuid_programs_allowlisted(node: PostureNode, host: Any) -> None:
         host, f=f"{_FIND} -type f -perm /6000 -printf '%m %u:%g %p\\n' 2>/dev/null; true"
     )["f"]
     extra = [line for line in found.lines if line.split(" ", 2)[-1] not in SETID_ALLOWED]
-    assert not extra, f"{node.name}: setuid/setgid files outside the allowlist:\n" + "\n".join(
-        extra
-    )
+    assert not extra, f"{node.name}: setuid/setgid outside the allowlist: " + "; ".join(extra)
 
 
 CRON_PATHS = {

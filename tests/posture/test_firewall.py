@@ -129,7 +129,7 @@ def test_node_firewall_rules_match_flows(node: PostureNode, host: Any, lab: Post
     wrong = []
     for name in HOOKS:
         wrong += _diff_chain(chains.get((TABLE, name)), name, flows[name])
-    assert not wrong, f"{node.name}: {len(wrong)} differences from the flows:\n" + "\n".join(wrong)
+    assert not wrong, f"{node.name}: {len(wrong)} differences from the flows: " + "; ".join(wrong)
 
 
 @pytest.mark.control("MLSL-FW-06", cis="4.1.2")
@@ -159,5 +159,5 @@ def test_node_firewall_persisted_as_live(node: PostureNode, host: Any, lab: Post
             a, b = saved.get((TABLE, name)), live.get((TABLE, name))
             if a is None or b is None or (a.policy, a.rules) != (b.policy, b.rules):
                 wrong.append(f"{name}: {CONFIG} differs from the live chain")
-                wrong += [f"  {CONFIG} {d}" for d in _diff_chain(a, name, flows[name])]
-    assert not wrong, f"{node.name}: " + "\n".join(wrong)
+                wrong += [f"{CONFIG} {d}" for d in _diff_chain(a, name, flows[name])]
+    assert not wrong, f"{node.name}: " + "; ".join(wrong)

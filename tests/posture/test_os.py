@@ -110,7 +110,7 @@ def test_network_sysctls(node: PostureNode, host: Any) -> None:
         for k, v in NET_SYSCTLS.items()
         if boot.get(k) != v
     ]
-    assert not wrong, f"{node.name}: {len(wrong)} network sysctls wrong:\n" + "\n".join(wrong)
+    assert not wrong, f"{node.name}: {len(wrong)} network sysctls wrong: " + "; ".join(wrong)
 
 
 @pytest.mark.control(
@@ -134,7 +134,7 @@ def test_kernel_sysctls(node: PostureNode, host: Any) -> None:
         for k, v in KERNEL_SYSCTLS.items()
         if boot.get(k) not in v
     ]
-    assert not wrong, f"{node.name}: {len(wrong)} kernel sysctls wrong:\n" + "\n".join(wrong)
+    assert not wrong, f"{node.name}: {len(wrong)} kernel sysctls wrong: " + "; ".join(wrong)
 
 
 # -- core dumps ------------------------------------------------------------------
@@ -340,7 +340,7 @@ def test_audit_rules_cover_the_catalogue(node: PostureNode, host: Any) -> None:
             wrong.append(
                 "6.2.3.37 the running rules differ from the files (no /etc/shadow watch loaded)"
             )
-    assert not wrong, f"{node.name}: {len(wrong)} audit rules missing:\n" + "\n".join(wrong)
+    assert not wrong, f"{node.name}: {len(wrong)} audit rules missing: " + "; ".join(wrong)
 
 
 AUDITD_CONF = {

@@ -116,9 +116,7 @@ def test_only_approved_sockets_listen(node: PostureNode, host: Any, lab: Posture
     extra = [
         f"{_show(s)} ({live[s] or 'unknown process'})" for s in sorted(live) if s not in approved
     ]
-    assert not extra, f"{node.name}: {len(extra)} unapproved listening sockets:\n" + "\n".join(
-        extra
-    )
+    assert not extra, f"{node.name}: {len(extra)} unapproved listening sockets: " + "; ".join(extra)
 
 
 @pytest.mark.control("MLSL-NET-05", cis="2.1.23")
@@ -143,7 +141,7 @@ def test_every_approved_socket_listens(node: PostureNode, host: Any, lab: Postur
             waiting = [f"{_show(s)} ({why})" for s, why in missing.items() if s[1] != mgmt]
             missing = {s: why for s, why in missing.items() if s[1] == mgmt}
     wrong = [f"{_show(s)} ({why})" for s, why in missing.items()]
-    assert not wrong, f"{node.name}: approved but not listening:\n" + "\n".join(wrong)
+    assert not wrong, f"{node.name}: approved but not listening: " + "; ".join(wrong)
     if waiting:
         not_applicable(
             f"{deferred[0] if deferred else ''} is not enabled, so nothing serves "
