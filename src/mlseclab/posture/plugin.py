@@ -182,9 +182,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Node filter: only that node's checks; lab scope: only the checks without a node."""
+    """Node filter: only that node's checks; lab scope: only the checks without a node.
+
+    A check whose roles no chosen node has gets an empty parameter set from pytest
+    (a placeholder item that would be reported as skipped): it is deselected instead.
+    """
     sess = config.stash.get(_KEY, None)
-    if sess is None or not (sess.only or sess.lab_scope_only):
+    if sess is None:
+        return
+    empty = [i for i in items if "node" in getattr(i, "fixturenames", ()) and _node_of(i) is None]
+    if empty:
+        config.hook.pytest_deselected(items=empty)
+        items[:] = [i for i in items if i not in empty]
+    if not (sess.only or sess.lab_scope_only):
         return
     has_node = [i for i in items if "node" in getattr(i, "fixturenames", ())]
     keep = [i for i in items if i not in has_node] if sess.lab_scope_only else has_node
@@ -209,6 +219,12 @@ def host(node: PostureNode, lab: PostureLab) -> Any:
             f"ssh://{node.name}", ssh_config=str(lab.ssh_config), sudo=True
         )
     return _HOSTS[node.name]
+
+
+def _node_of(item: pytest.Item) -> PostureNode | None:
+    callspec = getattr(item, "callspec", None)
+    node = callspec.params.get("node") if callspec is not None else None
+    return node if isinstance(node, PostureNode) else None
 
 
 def _controls(item: pytest.Item) -> tuple[dict[str, list[str]], str]:
@@ -258,8 +274,7 @@ def pytest_runtest_makereport(
 
 
 def _record(sess: _Session, item: pytest.Item, report: pytest.TestReport) -> None:
-    node_param = getattr(item, "callspec", None)
-    node: PostureNode | None = node_param.params.get("node") if node_param else None
+    node = _node_of(item)
     controls, title = _controls(item)
     if report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
