@@ -13,7 +13,7 @@ from rich.table import Table
 
 from mlseclab import ui
 from mlseclab.commands.common import Context, load_context
-from mlseclab.errors import ERROR, OK, LabError, TargetError
+from mlseclab.errors import ERROR, FINDINGS, OK, LabError, TargetError
 from mlseclab.snapshots import human
 
 if TYPE_CHECKING:
@@ -68,8 +68,12 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
             f"rebuild: {len(victims)} node(s) re-created and hardened in "
             f"{time.monotonic() - start:.0f}s"
         )
-    # The last step of a rebuild is proving the posture of the rebuilt nodes.
-    ui.info(f"  next: mlseclab verify -f {ctx.spec_path} {' '.join(victims)}")
+        # The last step of a rebuild is proving the posture of the rebuilt nodes.
+        from mlseclab.commands.verify import verify_lab
+
+        run, _ = verify_lab(ctx, victims)
+        return OK if run.passed else FINDINGS
+    ui.info(f"  next: mlseclab harden --limit {','.join(victims)}, then mlseclab verify")
     return OK
 
 
