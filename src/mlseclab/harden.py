@@ -60,11 +60,11 @@ class HardenResult:
         """Ansible's own last words when the run failed before any host did (a syntax
         error, a missing role): the tail of the run's stdout, secrets never in it."""
         out = self.artifacts / "stdout"
-        if not out.exists():
-            return ""
-        lines = [ln.strip() for ln in out.read_text(errors="replace").splitlines() if ln.strip()]
+        text = out.read_text(errors="replace") if out.exists() else ""
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         wanted = [ln for ln in lines if "ERROR" in ln or "error" in ln.lower()]
-        return " | ".join((wanted or lines)[-3:])[:600]
+        found = " | ".join((wanted or lines)[-3:])[:600]
+        return found or f"ansible-runner ended with status {self.status!r} and no output"
 
     @property
     def changed(self) -> int:
