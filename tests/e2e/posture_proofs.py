@@ -103,38 +103,40 @@ def test_every_tamper_makes_its_checks_fail_and_reverts(lab: Any) -> None:
 
 # -- drift: the issue's tampers, all at once, named by layer and node; --fix clears them ----
 
-DRIFT_TAMPERS: list[tuple[str, str, str, str]] = [
-    # (node, shell as root on it, the layer that must name it, a word its finding carries)
+DRIFT_TAMPERS: list[tuple[str, str, tuple[str, ...], str]] = [
+    # (node, shell as root on it, the layers one of which must name it, a word in its finding)
+    # A failing task ends the node's play in check mode, so a tamper the roles assert on
+    # (the extra uid 0) can hide later tasks' diffs: those are named by the posture layer.
     (
         "vectordb-01",
         "useradd -o -u 0 -g 0 -M -s /usr/sbin/nologin tamper0",
-        "configuration",
+        ("configuration", "posture"),
         "uid 0",
     ),
     (
         "vectordb-01",
         "f=$(ls /etc/postgresql/*/main/pg_hba.conf) && "
         "sed -i '1i host all all 0.0.0.0/0 trust' $f && systemctl reload postgresql",
-        "configuration",
-        "pg_hba",
+        ("configuration", "posture"),
+        "trust",
     ),
     (
         "gateway-01",
         "sed -i 's/^MaxAuthTries .*/MaxAuthTries 10/' /etc/ssh/sshd_config && systemctl reload ssh",
-        "configuration",
+        ("configuration",),
         "sshd_config",
     ),
-    ("gateway-01", "chmod 0644 /etc/nginx/mlseclab/api-keys.json", "configuration", "api-keys"),
+    ("gateway-01", "chmod 0644 /etc/nginx/mlseclab/api-keys.json", ("configuration",), "api-keys"),
     (
         "obs-01",
         "nft insert rule inet mlseclab_node input tcp dport 7777 accept comment tamper",
-        "posture",
+        ("posture",),
         "7777",
     ),
     (
         "obs-01",
         "systemd-run --unit=tamper-listener python3 -m http.server --bind 0.0.0.0 8099 && sleep 2",
-        "posture",
+        ("posture",),
         "8099",
     ),
 ]
@@ -175,25 +177,25 @@ def test_drift_names_every_tamper_and_fix_clears_them(lab: Any, reports_dir: Pat
     report = _latest_report(reports_dir, "drift")
     findings = report["findings"]
 
-    def named(layer: str, node: str, word: str = "") -> bool:
+    def named(layers: tuple[str, ...], node: str, word: str = "") -> bool:
         return any(
-            f["layer"] == layer
+            f["layer"] in layers
             and f["node"] == node
             and word.lower() in (f["what"] + f["found"] + f["detail"]).lower()
             for f in findings
         )
 
     missing = [
-        f"{layer} {node} {word!r}"
-        for node, _, layer, word in DRIFT_TAMPERS
-        if not named(layer, node, word)
+        f"{'/'.join(layers)} {node} {word!r}"
+        for node, _, layers, word in DRIFT_TAMPERS
+        if not named(layers, node, word)
     ]
     for layer, node, word in (
         ("infrastructure", "router", "br-obs"),
         ("infrastructure", "rag-01", "container"),
         ("infrastructure", "inference-01", "model"),
     ):
-        if not named(layer, node, word):
+        if not named((layer,), node, word):
             missing.append(f"{layer} {node} {word!r}")
     assert not missing, (
         "drift did not name: "
