@@ -7,6 +7,7 @@ host) or from inside a node over SSH, never by reading what the roles wrote.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import ssl
@@ -203,6 +204,60 @@ def test_second_harden_changes_nothing(lab: Hardened) -> None:
         lab.topo.nodes, 0
     )
     assert not summary["failed"]
+
+
+def _psql_as_owner(lab: Hardened, sql: str) -> subprocess.CompletedProcess[str]:
+    """SQL on vectordb-01 over the local socket as postgres, acting as the table's owner role
+    (it cannot log in); the statements go on stdin, so nothing needs quoting."""
+    return subprocess.run(
+        [
+            "ssh",
+            "-F",
+            str(lab.ssh_config),
+            "vectordb-01",
+            "sudo -u postgres psql -d rag -At -v ON_ERROR_STOP=1",
+        ],
+        input=f"SET ROLE rag_owner;\n{sql}\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_rebuild_keeps_the_vector_rows_and_the_model_files(lab: Hardened) -> None:
+    count = "SELECT count(*) FROM rag.documents WHERE tenant = 'rebuild-probe';"
+    insert = _psql_as_owner(
+        lab,
+        "INSERT INTO rag.documents (tenant, content, embedding) "
+        "SELECT 'rebuild-probe', 'row ' || g, array_fill(g::real / 1000, ARRAY[384])::vector "
+        f"FROM generate_series(1, 250) AS g;\n{count}",
+    )
+    assert insert.returncode == 0, insert.stderr
+    rows = int(insert.stdout.split()[-1])
+    assert rows == 250
+    models = lab.names.dataset_dir("models")
+    pinned = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in models.glob("*.gguf")}
+    assert len(pinned) == 2
+    machine_id = lab.ssh("vectordb-01", "cat /etc/machine-id").stdout
+    assert lab.ssh("vectordb-01", "sudo touch /root/rebuild-marker").returncode == 0
+
+    rebuild = lab.cli("rebuild", "vectordb-01")  # with hardening
+    assert rebuild.returncode == 0, rebuild.stderr[-3000:]
+
+    assert lab.ssh("vectordb-01", "sudo test -e /root/rebuild-marker").returncode == 1
+    assert lab.ssh("vectordb-01", "cat /etc/machine-id").stdout == machine_id
+    after = _psql_as_owner(lab, count)
+    assert after.returncode == 0, after.stderr
+    assert int(after.stdout.split()[-1]) == rows
+    assert _psql_as_rag(lab, "SELECT count(*) FROM rag.documents").returncode == 0  # TLS, SCRAM
+    assert {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in models.glob("*.gguf")
+    } == pinned
+    snaps = json.loads(lab.cli("snapshots", "--json").stdout)["snapshots"]
+    assert [(s["dataset"], s["reason"]) for s in snaps] == [("vectors", "rebuild")]
+    cleanup = _psql_as_owner(lab, "DELETE FROM rag.documents WHERE tenant = 'rebuild-probe';")
+    assert cleanup.returncode == 0, cleanup.stderr
 
 
 # Posture, tamper and drift proofs share this module's lab and run after the tests

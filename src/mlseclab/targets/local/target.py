@@ -434,10 +434,18 @@ class LocalTarget:
         touched = set(touched)
         for ds in sorted(datasets):
             users = [n for n in self.users_of(ds) if n in touched]
-            with ui.step(f"snapshot of dataset {ds}"):
-                snap = self.snapshots.take(
-                    ds, self.names.dataset_dir(ds), reason=reason, nodes=users
-                )
+            try:
+                with ui.step(f"snapshot of dataset {ds}"):
+                    snap = self.snapshots.take(
+                        ds, self.names.dataset_dir(ds), reason=reason, nodes=users
+                    )
+            except LabError as exc:
+                raise TargetError(
+                    *exc.lines,
+                    "nothing was removed; the stopped nodes start again with `mlseclab up`, "
+                    f"and `mlseclab {'rebuild' if reason == 'rebuild' else 'down'}` can run "
+                    "again once the snapshot can be taken",
+                ) from None
             self._record([f"snapshot {ds}/{snap.id} ({snap.files} files, {human(snap.bytes)})"])
             keep = self.spec.datasets[ds].snapshots.keep
             self._record_removed(
