@@ -16,25 +16,22 @@ def templates_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "templates"
 
 
-def render(name: str, **values: Any) -> str:
-    env = jinja2.Environment(
+def _environment(*, html: bool) -> jinja2.Environment:
+    return jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        autoescape=False,  # noqa: S701 - renders config files, never HTML
+        autoescape=html,  # noqa: S701 - config files are not HTML; report pages escape everything
     )
-    return env.get_template(name).render(managed=MANAGED, **values)
+
+
+def render(name: str, **values: Any) -> str:
+    """A config file (the router's ruleset, an inventory): printed as is."""
+    return _environment(html=False).get_template(name).render(managed=MANAGED, **values)
 
 
 def render_html(name: str, **values: Any) -> str:
     """A report page: everything the template prints is HTML-escaped unless marked safe."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=True,
-    )
-    return env.get_template(name).render(**values)
+    return _environment(html=True).get_template(name).render(**values)
