@@ -18,7 +18,15 @@ from posture.tampers import Tamper, all_tampers
 
 
 def _latest_report(reports: Path, kind: str = "") -> dict[str, Any]:
-    found = sorted(p for p in reports.glob("*/*/report.json") if p.parent.name.endswith(kind))
+    """The newest report.json of a verify run (kind "") or of a drift run (kind "drift")."""
+    found = sorted(
+        (
+            p
+            for p in reports.glob("*/*/report.json")
+            if p.parent.name.endswith("-drift") == (kind == "drift")
+        ),
+        key=lambda p: p.stat().st_mtime,
+    )
     assert found, f"no report under {reports}"
     data: dict[str, Any] = json.loads(found[-1].read_text(encoding="utf-8"))
     return data
