@@ -159,7 +159,7 @@ def render_ssh_config(topo: Topology, home: LabHome) -> str:
             "    HostKeyAlias " + node.name,
             "    ConnectTimeout 5",
             "    ControlMaster auto",
-            f"    ControlPath {home.root}/cm-%C",
+            f"    ControlPath {home.control_path}",
             "    ControlPersist 60s",
             "",
         ]
@@ -169,4 +169,5 @@ def render_ssh_config(topo: Topology, home: LabHome) -> str:
 def write_inventory(topo: Topology, home: LabHome, runtime_kind: str) -> tuple[Path, Path]:
     write_private(home.inventory, render_inventory(topo, home, runtime_kind))
     write_private(home.ssh_config, render_ssh_config(topo, home))
+    home.ensure_control_dir()
     return home.inventory, home.ssh_config

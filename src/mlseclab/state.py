@@ -86,6 +86,43 @@ class LabHome:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             d.chmod(0o700)
 
+    @property
+    def control_path(self) -> str:
+        """ssh's ControlPath for this lab's nodes (``%h``: the node's mgmt address).
+
+        A socket path must fit in 107 bytes and ssh adds 17 while it creates one, so
+        the sockets live in the state directory when it is short enough (the usual
+        case: it survives a reboot), else in a short private directory in the system's
+        temp dir, which :meth:`ensure_control_dir` re-creates before every use.
+        """
+        in_state = f"{self.root.resolve()}/cm-%h"
+        if len(in_state) - 2 + 15 + 17 <= 107:  # %h is at most 15 chars (an IPv4 address)
+            return in_state
+        return f"{self._short_control_dir()}/%h"
+
+    def _short_control_dir(self) -> Path:
+        import hashlib
+
+        tag = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:10]
+        return Path(tempfile.gettempdir()) / f"mlseclab-{os.getuid()}" / tag
+
+    def ensure_control_dir(self) -> None:
+        """Create the socket directory 0700 when it is not the state directory; refuse
+        one another user owns."""
+        if self.control_path.startswith(f"{self.root.resolve()}/"):
+            return
+        short = self._short_control_dir()
+        for d in (short.parent, short):
+            d.mkdir(mode=0o700, exist_ok=True)
+            st = d.lstat()
+            if not d.is_dir() or d.is_symlink() or st.st_uid != os.getuid():
+                raise LabError(
+                    f"{d} is not a directory this user owns; remove it (ssh keeps the lab's "
+                    "connection sockets there)"
+                )
+            if st.st_mode & 0o077:
+                d.chmod(0o700)
+
     @contextlib.contextmanager
     def lock(self, command: str) -> Iterator[None]:
         """Hold the lab's lock for the duration; fail at once if another run has it."""

@@ -136,4 +136,5 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     ssh = shutil.which("ssh")
     if ssh is None:
         raise LabError("ssh is missing; install it with `apt-get install openssh-client`")
+    ctx.home.ensure_control_dir()
     os.execv(ssh, [ssh, "-F", str(ctx.home.ssh_config), args.node, *args.remote])  # noqa: S606

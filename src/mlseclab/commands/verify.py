@@ -123,6 +123,7 @@ def verify_lab(
         )
     chosen = _nodes(ctx, nodes)
     check_waivers(ctx)
+    ctx.home.ensure_control_dir()  # a reboot empties the temp dir the sockets live in
     ui.info(f"verify: {len(chosen)} node(s) of lab [bold]{ctx.spec.lab.name}[/], in parallel")
 
     def done(s: ScopeRun) -> None:
