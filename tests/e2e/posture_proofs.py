@@ -124,7 +124,7 @@ DRIFT_TAMPERS: list[tuple[str, str, tuple[str, ...], str]] = [
     (
         "vectordb-01",
         "f=$(ls /etc/postgresql/*/main/pg_hba.conf) && "
-        "sed -i '1i host all all 0.0.0.0/0 trust' $f && systemctl reload postgresql",
+        "sed -i '1i host all all 0.0.0.0/0 trust' $f && systemctl reload 'postgresql@*-main'",
         ("configuration", "posture"),
         "trust",
     ),

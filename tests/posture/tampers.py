@@ -40,14 +40,26 @@ _DELETE_TAMPER_RULES = (
 )
 
 TAMPERS: list[Tamper] = [
+    # Egress to the operator's host passes two walls (the node's output chain, the
+    # router); a denied cell between two nodes passes three (the destination's input
+    # chain too), so opening two never breaks the matrix from a node: the denied side
+    # of the matrix is proven from the operator (whose traffic meets two walls), the
+    # allowed side by a node that blocks its own allowed flow.
     Tamper(
         name="both-walls-open",
         node="rag-01",
-        breaks=("test_reachability_matrix_from_node", "test_no_egress_off_the_lab"),
+        breaks=("test_no_egress_off_the_lab",),
         apply="nft insert rule inet mlseclab_node output accept comment tamper",
         revert=_DELETE_TAMPER_RULES.format(chain="inet mlseclab_node output"),
         router_apply="nft insert rule inet {table} forward accept comment tamper",
         router_revert=_DELETE_TAMPER_RULES.format(chain="inet {table} forward"),
+    ),
+    Tamper(
+        name="allowed-flow-blocked",
+        node="rag-01",
+        breaks=("test_reachability_matrix_from_node",),
+        apply="nft insert rule inet mlseclab_node output tcp dport 5432 drop comment tamper",
+        revert=_DELETE_TAMPER_RULES.format(chain="inet mlseclab_node output"),
     ),
     Tamper(
         name="operator-reaches-inference",
