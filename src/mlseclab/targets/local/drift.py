@@ -167,9 +167,7 @@ def model_drift(t: LocalTarget) -> list[DriftFinding]:
     for name, (model, dataset) in spec_models(t.spec).items():
         path = t.names.dataset_dir(dataset) / model.file
         servers = [
-            n
-            for n, node in t.spec.nodes.items()
-            if any(m.dataset == dataset for m in node.mounts)
+            n for n, node in t.spec.nodes.items() if any(m.dataset == dataset for m in node.mounts)
         ] or ["lab"]
         if not path.exists():
             found = "absent"
