@@ -134,7 +134,12 @@ DRIFT_TAMPERS: list[tuple[str, str, tuple[str, ...], str]] = [
         ("configuration",),
         "sshd_config",
     ),
-    ("gateway-01", "chmod 0644 /etc/nginx/mlseclab/api-keys.json", ("configuration",), "api-keys"),
+    (
+        "gateway-01",
+        "chmod 0644 /etc/nginx/mlseclab/api-keys.json",
+        ("configuration", "posture"),
+        "api-keys",
+    ),
     (
         "obs-01",
         "nft insert rule inet mlseclab_node input tcp dport 7777 accept comment tamper",

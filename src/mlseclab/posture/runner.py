@@ -121,6 +121,27 @@ def _natural(text: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
+UNREACHABLE = -2  # the returncode of a node's run that could not start: no SSH to the node
+
+
+def _unreachable(ssh_config: Path, node: str) -> str:
+    """Why ``node`` cannot be reached over SSH ("" when it can)."""
+    try:
+        proc = subprocess.run(
+            ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", node, "true"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "no answer within 30 s"
+    if proc.returncode == 0:
+        return ""
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "Authorised use" not in ln]
+    return lines[-1].strip() if lines else f"ssh exited {proc.returncode}"
+
+
 def pytest_command(
     spec_path: Path, state: Path, results: Path, node: str | None, extra: Sequence[str] = ()
 ) -> list[str]:
@@ -173,6 +194,12 @@ def run_posture(
     with tempfile.TemporaryDirectory(prefix="mlseclab-verify-") as tmp:
 
         def one(scope: str | None) -> ScopeRun:
+            if scope is not None and (down := _unreachable(state / "ssh_config", scope)):
+                # one finding for the node, not one per check
+                done = ScopeRun(scope, UNREACHABLE, 0.0, [], f"unreachable over SSH: {down}")
+                if on_scope_done:
+                    on_scope_done(done)
+                return done
             results = Path(tmp) / f"{scope or LAB_SCOPE}.json"
             cmd = pytest_command(spec_path, state, results, scope, extra)
             s0 = time.monotonic()
