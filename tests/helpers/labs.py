@@ -116,7 +116,15 @@ def running_lab(spec: Path, state_dir: Path, *, harden: bool = False) -> Iterato
     purge = ("down", "--force", "--purge-data", "--purge-snapshots", "--yes", "-f", str(spec))
     mlseclab(*purge, env=env)
     try:
-        up = mlseclab("up", *(() if harden else ("--no-harden",)), "-f", str(spec), env=env)
+        # hardening and verifying five nodes takes 6-10 min on 2 busy cores: allow an hour
+        up = mlseclab(
+            "up",
+            *(() if harden else ("--no-harden",)),
+            "-f",
+            str(spec),
+            env=env,
+            timeout=3600 if harden else 900,
+        )
         assert up.returncode == 0, up.stderr[-3000:]
         yield lab
     finally:
