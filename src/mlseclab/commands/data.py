@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import difflib
 import json
 import time
 from typing import TYPE_CHECKING
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from mlseclab import ui
-from mlseclab.commands.common import Context, load_context
+from mlseclab.commands.common import Context, chosen_nodes, hint, load_context
 from mlseclab.errors import ERROR, FINDINGS, OK, LabError, TargetError
 from mlseclab.snapshots import human
 
@@ -30,23 +29,6 @@ def local_target(ctx: Context, command: str) -> LocalTarget:
     from mlseclab.targets.local.target import LocalTarget
 
     return LocalTarget(ctx.spec, ctx.topology, ctx.home)
-
-
-def _hint(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
-def chosen_nodes(ctx: Context, names: list[str]) -> list[str]:
-    """The named nodes in the spec's order (all when none are named); unknown ones refused."""
-    known = list(ctx.spec.nodes)
-    unknown = [n for n in names if n not in ctx.spec.nodes]
-    if unknown:
-        raise LabError(
-            f"{ctx.spec_path}: lab {ctx.spec.lab.name} has no node {unknown[0]!r}"
-            f"{_hint(unknown[0], known)}; its nodes: {', '.join(known)}"
-        )
-    return [n for n in known if n in names] if names else known
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
@@ -124,7 +106,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         known = list(ctx.spec.datasets)
         raise LabError(
             f"{ctx.spec_path}: lab {ctx.spec.lab.name} has no dataset {args.dataset!r}"
-            f"{_hint(args.dataset, known)}; its datasets: {', '.join(known)}"
+            f"{hint(args.dataset, known)}; its datasets: {', '.join(known)}"
         )
     target = local_target(ctx, "restore")
     snap = target.snapshots.get(args.dataset, args.snapshot)

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from mlseclab import ui
-from mlseclab.commands.common import Context, load_context
+from mlseclab.commands.common import Context, chosen_nodes, load_context
 from mlseclab.drift import (
     CONFIGURATION,
     INFRASTRUCTURE,
@@ -227,12 +227,8 @@ def fix(ctx: Context, report: DriftReport, nodes: list[str] | None) -> bool:
 def cmd_drift(args: argparse.Namespace) -> int:
     ctx = load_context(args)
     nodes = list(args.nodes) or None
-    unknown = [n for n in nodes or [] if n not in ctx.spec.nodes]
-    if unknown:
-        raise LabError(
-            f"{ctx.spec_path}: no node {', '.join(unknown)} in lab {ctx.spec.lab.name}; "
-            f"nodes: {', '.join(ctx.spec.nodes)}"
-        )
+    if nodes:
+        nodes = chosen_nodes(ctx, nodes)
     layers = [layer.strip() for layer in args.layers.split(",")] if args.layers else list(LAYERS)
     bad = [layer for layer in layers if layer not in LAYERS]
     if bad:

@@ -10,22 +10,10 @@ from pathlib import Path
 from rich.table import Table
 
 from mlseclab import ui
-from mlseclab.commands.common import Context, load_context
+from mlseclab.commands.common import Context, chosen_nodes, load_context
 from mlseclab.errors import FINDINGS, OK, LabError
 from mlseclab.posture.report import FRAMEWORK_NAMES, new_report_dir, score, write_reports
 from mlseclab.posture.runner import FAILING, PostureRun, ScopeRun, run_posture
-
-
-def _nodes(ctx: Context, wanted: Sequence[str] | None) -> list[str]:
-    if not wanted:
-        return list(ctx.spec.nodes)
-    unknown = [n for n in wanted if n not in ctx.spec.nodes]
-    if unknown:
-        raise LabError(
-            f"{ctx.spec_path}: no node {', '.join(unknown)} in lab {ctx.spec.lab.name}; "
-            f"nodes: {', '.join(ctx.spec.nodes)}"
-        )
-    return list(wanted)
 
 
 def posture_control_ids() -> set[str]:
@@ -121,7 +109,7 @@ def verify_lab(
         raise LabError(
             f"lab {ctx.spec.lab.name} is not up (no {ctx.home.ssh_config}): run `mlseclab up` first"
         )
-    chosen = _nodes(ctx, nodes)
+    chosen = chosen_nodes(ctx, list(nodes or []))
     check_waivers(ctx)
     ctx.home.ensure_control_dir()  # a reboot empties the temp dir the sockets live in
     ui.info(f"verify: {len(chosen)} node(s) of lab [bold]{ctx.spec.lab.name}[/], in parallel")
