@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from helpers.tampering import TamperProof, prove
+from helpers.tampering import TamperProof, on_node, prove
 from mlseclab.posture.plugin import LAB_SCOPE
 from posture.tampers import Tamper, all_tampers
 
@@ -157,20 +157,9 @@ DRIFT_TAMPERS: list[tuple[str, str, tuple[str, ...], str]] = [
 # the obs segment's bridge deleted
 
 
-def _ssh(lab: Any, node: str, command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["ssh", "-F", str(lab.ssh_config), node, "sudo sh -s"],
-        input=command,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_drift_names_every_tamper_and_fix_clears_them(lab: Any, reports_dir: Path) -> None:
     for node, command, _, _ in DRIFT_TAMPERS:
-        proc = _ssh(lab, node, command)
+        proc = on_node(lab.ssh_config, node, command)
         assert proc.returncode == 0, f"{node}: {command}: {proc.stderr}"
     model = lab.names.dataset_dir("models") / "all-MiniLM-L6-v2-f16.gguf"
     with model.open("r+b") as fh:

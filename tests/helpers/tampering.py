@@ -37,7 +37,7 @@ def _values(t: Tamper, topo: Topology, names: LocalNames) -> dict[str, str]:
     }
 
 
-def _on_node(ssh_config: Path, node: str, command: str) -> subprocess.CompletedProcess[str]:
+def on_node(ssh_config: Path, node: str, command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ssh", "-F", str(ssh_config), node, "sudo sh -s"],
         input=command,
@@ -63,7 +63,7 @@ def apply(t: Tamper, topo: Topology, names: LocalNames, ssh_config: Path) -> str
     values = _values(t, topo, names)
     errors = []
     if t.apply:
-        proc = _on_node(ssh_config, t.node, t.apply.format(**values))
+        proc = on_node(ssh_config, t.node, t.apply.format(**values))
         if proc.returncode != 0:
             errors.append(f"apply on {t.node}: {proc.stderr.strip()[-400:]}")
     if t.router_apply:
@@ -80,7 +80,7 @@ def revert(t: Tamper, topo: Topology, names: LocalNames, ssh_config: Path) -> st
         proc = _on_router(names, t.router_revert.format(**values))
         if proc.returncode != 0:
             errors.append(f"revert on the router: {proc.stderr.strip()[-400:]}")
-    proc = _on_node(ssh_config, t.node, t.revert.format(**values))
+    proc = on_node(ssh_config, t.node, t.revert.format(**values))
     if proc.returncode != 0:
         errors.append(f"revert on {t.node}: {proc.stderr.strip()[-400:]}")
     return "; ".join(errors)
