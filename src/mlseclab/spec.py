@@ -17,12 +17,13 @@ from enum import StrEnum
 from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mlseclab import alphabets as ab
 from mlseclab.errors import SpecError, SpecProblem
 from mlseclab.yamlsource import Located, Path, YamlSyntaxError, load_with_lines
 
-DNS_LABEL = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+DNS_LABEL = re.compile(rf"^{ab.DNS_LABEL.pattern}$")
 SEGMENT_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,10}[a-z0-9])?$")  # br-<name> fits IFNAMSIZ
 CONTROL_ID = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*$")
 
@@ -32,6 +33,9 @@ ANY = "any"  # any source at all, inside the lab or not (clients)
 ALL = "all"  # every node of the lab
 SPECIAL_SOURCES = (OPERATOR, ANY, ALL)
 SPECIAL_DESTINATIONS = (ALL,)
+
+CERT_NAME_MAX = 64  # a certificate's common name (RFC 5280 ub-common-name): <node>.<domain>
+MACHINE_NAME_MAX = 64  # systemd's machine names, <lab>-<node> on the local target
 
 
 class Strict(BaseModel):
@@ -89,6 +93,45 @@ def _ipv4(value: str) -> str:
     return value
 
 
+def _checked(pattern: re.Pattern[str], what: str, valid: str, example: str) -> AfterValidator:
+    return AfterValidator(ab.matcher(pattern, what, valid, example))
+
+
+#: Strings limited to an alphabet that is inert wherever they are rendered (alphabets.py).
+PveNode = Annotated[
+    str,
+    _checked(ab.PVE_NODE, "a Proxmox node name", "letters, digits and '-'", "pve-01"),
+]
+PveTag = Annotated[
+    str,
+    _checked(
+        ab.PVE_TAG,
+        "a Proxmox tag",
+        "up to 64 lowercase letters, digits and '_', '+', '.', '-'",
+        "debian-13",
+    ),
+]
+PveMapping = Annotated[
+    str,
+    _checked(
+        ab.PVE_MAPPING,
+        "a Proxmox resource mapping id",
+        "a letter, then up to 63 letters, digits, '_' and '-'",
+        "gpu-inference",
+    ),
+]
+FreeText = Annotated[str, AfterValidator(ab.free_text)]
+FlowName = Annotated[
+    str,
+    _checked(
+        ab.FLOW_NAME,
+        "a flow name",
+        "up to 60 letters, digits, '.', '_' and '-', starting and ending with a letter or digit",
+        "clients-to-gateway",
+    ),
+]
+
+
 class LocalSettings(Strict):
     """Settings of the local target (one Linux host)."""
 
@@ -113,14 +156,14 @@ class LocalSettings(Strict):
 
 class ProxmoxTemplate(Strict):
     vm_id: Annotated[int, Field(ge=100, le=999_999_999)] | None = None
-    tag: str | None = None
+    tag: PveTag | None = None
 
 
 class ProxmoxSettings(Strict):
     """Settings of the Proxmox target; the token never goes here (environment or secret)."""
 
     endpoint: str = Field(description="https://HOST:8006/ of the cluster API")
-    nodes: list[str] = Field(min_length=1, description="Proxmox node names that may host VMs")
+    nodes: list[PveNode] = Field(min_length=1, description="Proxmox node names that may host VMs")
     template: ProxmoxTemplate = Field(description="cloud-init template to clone: vm_id or tag")
     datastore: str = Field(default="local-zfs", description="datastore for VM disks")
     network_mode: Literal["bridge", "sdn"] = "bridge"
@@ -136,11 +179,47 @@ class ProxmoxSettings(Strict):
     @field_validator("endpoint")
     @classmethod
     def _https(cls, value: str) -> str:
-        if not re.match(r"^https://[^/\s]+(:\d+)?/?$", value):
+        found = ab.ENDPOINT.fullmatch(value)
+        port = int(found["port"]) if found and found["port"] else 8006
+        if not found or not 1 <= port <= 65535 or ".." in found["host"]:
             raise ValueError(
-                f"{value!r} is not an API endpoint; write it as https://pve.example:8006/"
+                f"{ab.shown(value)} is not an API endpoint; write it as "
+                "https://HOST:PORT/ with a DNS name or IPv4 address, e.g. https://pve.example:8006/"
             )
         return value
+
+    _datastore = field_validator("datastore")(
+        ab.matcher(
+            ab.PVE_STORAGE,
+            "a Proxmox storage id",
+            "a lowercase letter, then lowercase letters, digits, '.', '_' and '-'",
+            "local-zfs",
+        )
+    )
+    _bridges = field_validator("lab_bridge", "mgmt_bridge")(
+        ab.matcher(
+            ab.PVE_BRIDGE,
+            "a bridge name",
+            "a letter, then up to 14 letters, digits and '_'",
+            "vmbr1",
+        )
+    )
+    _zone = field_validator("sdn_zone")(
+        ab.matcher(
+            ab.PVE_SDN_ZONE,
+            "a Proxmox SDN zone id",
+            "2-8 letters and digits, starting with a letter",
+            "mlsl",
+        )
+    )
+
+    @field_validator("pool")
+    @classmethod
+    def _pool(cls, value: str | None) -> str | None:
+        check = ab.matcher(
+            ab.PVE_POOL, "a Proxmox pool id", "up to 64 letters, digits, '.', '_' and '-'", "ml-lab"
+        )
+        return None if value is None else check(value)
 
 
 class LabSettings(Strict):
@@ -149,6 +228,8 @@ class LabSettings(Strict):
     target: Literal["local", "proxmox"] = "local"
     local: LocalSettings = LocalSettings()
     proxmox: ProxmoxSettings | None = None
+
+    _domain = field_validator("domain")(ab.dns_name)
 
     @field_validator("name")
     @classmethod
@@ -205,7 +286,7 @@ class DatasetProperties(Strict):
 
 
 class Dataset(Strict):
-    description: str = ""
+    description: FreeText = ""
     properties: DatasetProperties = DatasetProperties()
     protect: bool = Field(default=False, description="survives down and rebuild")
     snapshots: SnapshotPolicy = SnapshotPolicy()
@@ -227,7 +308,9 @@ class Nic(Strict):
 
 
 class Gpu(Strict):
-    mapping: str = Field(description="name of a Proxmox PCI resource mapping (never a raw PCI id)")
+    mapping: PveMapping = Field(
+        description="name of a Proxmox PCI resource mapping (never a raw PCI id)"
+    )
     pcie: bool = True
     count: Annotated[int, Field(ge=1, le=4)] = 1
 
@@ -257,7 +340,7 @@ class Node(Strict):
     nics: list[Nic] = Field(min_length=1)
     gpu: Gpu | None = None
     mounts: list[Mount] = []
-    tags: list[str] = []
+    tags: list[PveTag] = []
     engine: Engine = Field(
         default=Engine.LLAMA_CPP, description="inference nodes only: the model server"
     )
@@ -276,7 +359,7 @@ class LabModel(Strict):
     sha256: str = Field(description="sha256 of the model file; nothing else is served")
     task: Literal["completion", "chat", "embedding"]
     dataset: str = Field(default="models", description="dataset the file is placed in")
-    description: str = ""
+    description: FreeText = ""
 
     @field_validator("sha256")
     @classmethod
@@ -313,7 +396,7 @@ class LabModel(Strict):
 
 
 class Flow(Strict):
-    name: str | None = None
+    name: FlowName | None = None
     from_: str = Field(alias="from")
     to: str
     port: Annotated[int, Field(ge=1, le=65535)]
@@ -321,7 +404,7 @@ class Flow(Strict):
     network: str | None = Field(
         default=None, description="segment the flow uses (default: service)"
     )
-    description: str = ""
+    description: FreeText = ""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -333,7 +416,7 @@ class Flow(Strict):
 class Waiver(Strict):
     control: str
     nodes: list[str] = Field(default_factory=lambda: [ALL])
-    reason: str = Field(min_length=10)
+    reason: Annotated[str, AfterValidator(lambda v: ab.free_text(v, 500))] = Field(min_length=10)
     expires: str | None = Field(
         default=None, description="ISO date after which it no longer applies"
     )
@@ -481,6 +564,24 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             )
         if name in SPECIAL_SOURCES or name in {r.value for r in Role}:
             yield base, f"{name!r} is reserved (a role or a flow keyword); choose another node name"
+        fqdn = f"{name}.{spec.lab.domain}"
+        if len(fqdn) > CERT_NAME_MAX:
+            yield (
+                base,
+                (
+                    f"{fqdn} is {len(fqdn)} characters, over the {CERT_NAME_MAX} a certificate's "
+                    "common name holds; shorten the node name or lab.domain"
+                ),
+            )
+        machine = f"{spec.lab.name}-{name}"
+        if len(machine) > MACHINE_NAME_MAX:
+            yield (
+                base,
+                (
+                    f"the node's machine name {machine} is {len(machine)} characters, over the "
+                    f"{MACHINE_NAME_MAX} systemd allows; shorten the node or lab name"
+                ),
+            )
         if node.vm_id is not None:
             if node.vm_id in seen_vmid:
                 yield (
@@ -592,6 +693,14 @@ def _check_flows(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             else:
                 what = f"unknown role or node {value!r}"
             yield (*base, key), f"{what}; valid: {_one_of(valid)}" + _suggest(value, valid)
+        if flow.name is None and not ab.NFT_COMMENT.fullmatch(flow.label):
+            yield (
+                base,
+                (
+                    f"the flow's label {flow.label} is {len(flow.label)} characters, over the "
+                    f"{ab.FLOW_LABEL_MAX} a firewall comment holds; give the flow a name"
+                ),
+            )
         if flow.network is not None and flow.network not in spec.networks:
             yield (
                 (*base, "network"),
@@ -607,6 +716,14 @@ def _check_models(spec: LabSpec) -> Iterator[tuple[Path, str]]:
 
     for name, model in spec.models.items():
         base: Path = ("models", name)
+        if not ab.MODEL_NAME.fullmatch(name):
+            yield (
+                base,
+                (
+                    f"{ab.shown(name)} is not a model name; use up to 64 letters, digits, '.', "
+                    "'_' and '-', starting and ending with a letter or digit, e.g. gemma-3-270m"
+                ),
+            )
         if model.dataset not in spec.datasets:
             yield (
                 (*base, "dataset"),

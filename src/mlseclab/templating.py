@@ -8,6 +8,8 @@ from typing import Any
 
 import jinja2
 
+from mlseclab.alphabets import NFT_COMMENT
+
 MANAGED = "Managed by mlseclab: generated from the lab spec; local changes are drift."
 
 
@@ -16,8 +18,20 @@ def templates_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "templates"
 
 
+def nft_token(value: object) -> str:
+    """A word for an nftables comment, refused unless it is in the comment alphabet.
+
+    The schema keeps spec strings to that alphabet; this is the renderer's own wall, so
+    that no value can close the comment's quotes and add a statement to a ruleset.
+    """
+    text = str(value)
+    if not NFT_COMMENT.fullmatch(text):
+        raise ValueError(f"{text!r} cannot go into an nftables comment")
+    return text
+
+
 def _environment(*, html: bool) -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -25,6 +39,8 @@ def _environment(*, html: bool) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=html,  # noqa: S701 - config files are not HTML; report pages escape everything
     )
+    env.filters["nft_token"] = nft_token
+    return env
 
 
 def render(name: str, **values: Any) -> str:

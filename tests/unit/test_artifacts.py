@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from helpers.labs import REFERENCE
 from mlseclab.cli import main
+from mlseclab.errors import LabError
 from mlseclab.graph import to_dot
-from mlseclab.inventory import render_inventory, render_ssh_config
+from mlseclab.inventory import parse_inventory, render_inventory, render_ssh_config
 from mlseclab.spec import load_spec
 from mlseclab.state import LabHome
 from mlseclab.targets.local.names import LocalNames
@@ -27,7 +28,7 @@ def topo():  # type: ignore[no-untyped-def]
 
 def test_inventory_groups_hosts_and_refers_to_keys_by_path(topo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     home = LabHome("reference", tmp_path)
-    doc = yaml.safe_load(render_inventory(topo, home, "container"))
+    doc = parse_inventory(render_inventory(topo, home, "container"))
     children = doc["all"]["children"]
     assert set(children) >= {
         "gateway",
@@ -56,7 +57,27 @@ def test_ssh_config_pins_host_keys(topo, tmp_path: Path) -> None:  # type: ignor
     text = render_ssh_config(topo, home)
     assert "Host rag-01 rag-01.lab.internal 10.66.10.14\n    HostName 10.66.10.14" in text
     assert text.count("StrictHostKeyChecking yes") == 5
-    assert f"UserKnownHostsFile {home.known_hosts}" in text
+    assert f'UserKnownHostsFile "{home.known_hosts}"' in text
+
+
+def test_ssh_reads_the_quoted_paths_as_the_lab_s_files(topo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """ssh's own parser (``ssh -G``) resolves the quoted paths to the state files."""
+    home = LabHome("reference", tmp_path / "state dir")
+    config = tmp_path / "ssh_config"
+    config.write_text(render_ssh_config(topo, home), encoding="utf-8")
+    shown = subprocess.run(
+        ["ssh", "-G", "-F", str(config), "rag-01"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert f"identityfile {home.ssh_key}" in shown
+    assert f"userknownhostsfile {home.known_hosts}" in shown
+    assert "hostname 10.66.10.14" in shown and "user mlseclab" in shown
+    assert "proxycommand" not in " ".join(shown)
+
+
+@pytest.mark.parametrize("bad", ['/tmp/a"b', "/tmp/a%hb", "/tmp/a\nb"])
+def test_a_state_path_ssh_would_misread_is_refused(topo, tmp_path: Path, bad: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(LabError, match="ssh_config cannot carry"):
+        render_ssh_config(topo, LabHome("reference", Path(bad)))
 
 
 def test_router_ruleset_has_one_rule_per_resolved_flow_and_drops_the_rest(

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from helpers.labs import REFERENCE, derived_lab_text, load_text
-from mlseclab.inventory import PVE_HOSTS_GROUP, render_inventory
+from mlseclab.inventory import PVE_HOSTS_GROUP, parse_inventory, render_inventory
 from mlseclab.spec import load_spec
 from mlseclab.state import LabHome
 from mlseclab.topology import derive
 
 
 def test_inventory_carries_every_dataset_with_its_properties_and_policy(tmp_path: Path) -> None:
-    doc = yaml.safe_load(
+    doc = parse_inventory(
         render_inventory(derive(load_spec(REFERENCE)), LabHome("reference", tmp_path), "container")
     )
     datasets = doc["all"]["vars"]["mlseclab_datasets"]
@@ -41,7 +39,7 @@ def test_inventory_follows_a_changed_dataset_spec(tmp_path: Path) -> None:
         "properties: {recordsize: 8K, compression: zstd, encryption: true}",
     )
     spec = load_text(text)
-    doc = yaml.safe_load(render_inventory(derive(spec), LabHome("inv", tmp_path), "container"))
+    doc = parse_inventory(render_inventory(derive(spec), LabHome("inv", tmp_path), "container"))
     vectors = doc["all"]["vars"]["mlseclab_datasets"]["vectors"]["properties"]
     assert vectors == {
         "recordsize": "8K",
@@ -53,7 +51,7 @@ def test_inventory_follows_a_changed_dataset_spec(tmp_path: Path) -> None:
 
 def test_pve_hosts_group_exists_and_holds_no_lab_node(tmp_path: Path) -> None:
     topo = derive(load_spec(REFERENCE))
-    doc = yaml.safe_load(render_inventory(topo, LabHome("reference", tmp_path), "container"))
+    doc = parse_inventory(render_inventory(topo, LabHome("reference", tmp_path), "container"))
     children = doc["all"]["children"]
     assert children[PVE_HOSTS_GROUP] == {"hosts": {}}
     assert not set(children[PVE_HOSTS_GROUP]["hosts"]) & set(topo.nodes)

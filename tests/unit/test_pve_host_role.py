@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from helpers.labs import REFERENCE, ROOT
-from mlseclab.inventory import render_inventory
+from mlseclab.inventory import parse_inventory, render_inventory
 from mlseclab.spec import load_spec
 from mlseclab.state import LabHome
 from mlseclab.topology import derive
@@ -157,7 +157,7 @@ def test_snapshot_script_keeps_the_newest_of_its_own_and_nothing_else(tmp_path: 
 def test_zfs_properties_follow_the_spec_in_the_units_zfs_get_shows(tmp_path: Path) -> None:
     """What community.general.zfs is given per dataset (ZFS cannot run here)."""
     spec = load_spec(REFERENCE)
-    doc = yaml.safe_load(
+    doc = parse_inventory(
         render_inventory(derive(spec), LabHome("reference", tmp_path), "container")
     )
     datasets = doc["all"]["vars"]["mlseclab_datasets"]
