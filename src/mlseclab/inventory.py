@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from mlseclab.catalog import BUILTIN_FILES
-from mlseclab.spec import LabSpec, Role
 from mlseclab.errors import LabError
+from mlseclab.spec import LabSpec, Role
 from mlseclab.state import STATE_ROOT_ENV, LabHome, write_private
 from mlseclab.topology import Rule, Topology
 
