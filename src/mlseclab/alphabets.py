@@ -94,7 +94,7 @@ def free_text(value: str, limit: int = FREE_TEXT_MAX) -> str:
         category = unicodedata.category(ch)
         if category[0] == "C" or category in ("Zl", "Zp"):
             raise ValueError(
-                f"contains the control character U+{ord(ch):04X}; write one line of "
+                f"contains the control or format character U+{ord(ch):04X}; write one line of "
                 f"printable text (up to {limit} characters)"
             )
     for delimiter in _TEMPLATE_DELIMITERS:

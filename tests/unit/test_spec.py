@@ -29,6 +29,18 @@ EXPECTED_MISTAKES = {
     "yaml-syntax-error",
     "empty-file",
     "vllm-without-gpu",
+    # spec strings rendered into other languages (issue 13)
+    "nft-injection-flow-name",
+    "template-in-flow-name",
+    "template-in-description",
+    "domain-newline-proxycommand",
+    "description-bidi-override",
+    "node-name-too-long-for-certificate",
+    "machine-name-too-long",
+    "flow-label-too-long",
+    "proxmox-datastore-slash",
+    "model-name-with-quote",
+    "node-tag-with-space",
 }
 
 
