@@ -47,7 +47,13 @@ class SpecProblem:
 
     def __str__(self) -> str:
         where = f"{self.path}: " if self.path else ""
-        return f"{self.file}:{self.line}: {where}{self.message}"
+        return printable(f"{self.file}:{self.line}: {where}{self.message}")
+
+
+def printable(text: str) -> str:
+    """``text`` on one line: a newline, control or format character is shown escaped
+    (``\\n``, ``\\u202e``), so spec text can never add a line or hide what it says."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class SpecError(LabError):

@@ -465,7 +465,7 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 
 
 def _one_of(choices: Iterable[str]) -> str:
-    items = sorted(set(choices))
+    items = sorted(c if _PLAIN_KEY.fullmatch(c) else repr(c) for c in set(choices))
     return ", ".join(items) if items else "(none declared)"
 
 
@@ -892,13 +892,21 @@ def _describe(err: Any) -> str:
 
 
 def _dotted(loc: Iterable[str | int]) -> str:
+    """``nodes.rag-01.nics[0].ip``; a key that is not a plain word is shown quoted, so a
+    newline or markup in a key can never split or restyle the message line."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            text = str(part)
+            if not _PLAIN_KEY.fullmatch(text):
+                text = repr(text)
+            out += ("." if out else "") + text
     return out
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:

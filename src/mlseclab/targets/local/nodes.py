@@ -68,20 +68,27 @@ def ensure_rootfs(node: str, names: LocalNames, image: Path) -> bool:
     return True
 
 
+def hosts_file(node: str, domain: str) -> str:
+    """/etc/hosts of a node (the node name is a DNS label, the domain a DNS name: schema)."""
+    return "\n".join(["127.0.0.1\tlocalhost", f"127.0.1.1\t{node}.{domain} {node}", ""])
+
+
+def resolv_conf(domain: str) -> str:
+    """/etc/resolv.conf of a node: a search domain and no nameserver (no DNS leaves the lab)."""
+    return f"# the lab has no resolver\nsearch {domain}\n"
+
+
 def write_identity(node: LabNode, names: LocalNames, domain: str, operator_pubkey: str) -> str:
     """Hostname, machine id, host keys and authorized key; returns the host's public key line."""
     root = names.node_dir(node.name) / "root"
     etc = root / "etc"
     (etc / "hostname").write_text(node.name + "\n", encoding="utf-8")
-    hosts = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{node.name}.{domain} {node.name}", ""]
-    (etc / "hosts").write_text("\n".join(hosts), encoding="utf-8")
+    (etc / "hosts").write_text(hosts_file(node.name, domain), encoding="utf-8")
     machine_id = etc / "machine-id"
     if not machine_id.read_text(encoding="utf-8").strip():
         machine_id.write_text(secrets.token_hex(16) + "\n", encoding="utf-8")
     (etc / "resolv.conf").unlink(missing_ok=True)  # no DNS leaves the lab
-    (etc / "resolv.conf").write_text(
-        f"# the lab has no resolver\nsearch {domain}\n", encoding="utf-8"
-    )
+    (etc / "resolv.conf").write_text(resolv_conf(domain), encoding="utf-8")
     ssh = etc / "ssh"
     key = ssh / "ssh_host_ed25519_key"
     if not key.exists():
