@@ -29,6 +29,15 @@ EXPECTED_MISTAKES = {
     "yaml-syntax-error",
     "empty-file",
     "vllm-without-gpu",
+    "datasets-root-system-dir",
+    "datasets-root-inside-etc",
+    "mount-path-proc",
+    "mount-path-colon",
+    "mount-path-double-slash",
+    "mount-path-dot-dot",
+    "mount-path-system-dir",
+    "model-path-newline",
+    "model-path-system-dir",
 }
 
 
