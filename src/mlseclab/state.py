@@ -115,6 +115,12 @@ class LabHome:
         return self.root / "state.json"
 
     @property
+    def kept_file(self) -> Path:
+        """The directories ``down`` kept (protected datasets) that mlseclab made: the
+        record ``up`` started, carried over to the next ``up`` and ``down``."""
+        return self.root / "kept.json"
+
+    @property
     def ssh_dir(self) -> Path:
         return self.root / "ssh"
 
