@@ -139,3 +139,15 @@ def test_make_dir_refuses_a_symlink_on_the_way(target: LocalTarget, tmp_path: Pa
     with pytest.raises(TargetError, match="is a symbolic link"):
         target.make_dir({}, target.names.dataset_dir("models"))
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_directory_made_by_restore_is_recorded(target: LocalTarget) -> None:
+    d = target.names.dataset_dir("models")
+    d.mkdir(parents=True)
+    target.remember_made([target.names.lab_dir, d])  # no state: the lab is down
+    assert target.recorded({}) == {str(target.names.lab_dir), str(d)}
+    target.home.write_state({"lab": "downunit", "phase": "ready", MADE: []})
+    vectors = target.names.dataset_dir("vectors")
+    vectors.mkdir()
+    target.remember_made([vectors])
+    assert target.home.read_state()[MADE] == [str(vectors)]

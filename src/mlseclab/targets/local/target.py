@@ -296,6 +296,22 @@ class LocalTarget:
             created = True
         return created
 
+    def remember_made(self, paths: Iterable[Path]) -> None:
+        """Record directories mlseclab made outside ``up`` (a restore into a missing
+        dataset): in the state while the lab is up, else with what down kept."""
+        new = [str(p) for p in paths if p.is_dir() and self.outside_lab(p) is None]
+        if not new:
+            return
+        state = self.home.read_state()
+        if state:
+            made: list[str] = state.setdefault(MADE, [])
+            made += [p for p in new if p not in made]
+            self.home.write_state(state)
+            return
+        kept = self._read_kept()
+        kept += [p for p in new if p not in kept]
+        write_private(self.home.kept_file, json.dumps(kept, indent=2) + "\n")
+
     def _read_kept(self) -> list[str]:
         try:
             kept = json.loads(self.home.kept_file.read_text(encoding="utf-8"))
@@ -639,11 +655,14 @@ class LocalTarget:
             users = self.users_of(dataset)
             stopped = self._stop([n for n in users if nodes.nspawn_pid(n, self.names)])
             self._record_removed([f"container {n} (stopped)" for n in stopped])
+            target = self.names.dataset_dir(dataset)
+            lab = self.names.lab_dir
+            chain = [target, *(p for p in target.parents if p.is_relative_to(lab))][::-1]
+            missing = [d for d in chain if not d.exists() and not d.is_symlink()]
             try:
                 with ui.step(f"restore of dataset {dataset} from {snapshot_id}"):
-                    snap, pre = self.snapshots.restore(
-                        dataset, snapshot_id, self.names.dataset_dir(dataset), nodes=users
-                    )
+                    snap, pre = self.snapshots.restore(dataset, snapshot_id, target, nodes=users)
+                self.remember_made(missing)
                 if pre is not None:
                     self._record([f"snapshot {dataset}/{pre.id} (what was there before)"])
                 self._record([f"dataset {dataset} from {snap.id} ({snap.files} files)"])
