@@ -130,6 +130,118 @@ FlowName = Annotated[
         "clients-to-gateway",
     ),
 ]
+#: The characters of one component of a path from the spec. Paths end up in
+#: ``systemd-nspawn --bind=SRC:DST`` (``:`` separates), in systemd unit names (``@``
+#: starts an instance, ``\`` escapes), in Ansible variables (``{{`` is Jinja), in shell
+#: scripts and in sha256sum manifests (a newline adds a line): none of that is allowed.
+PATH_COMPONENT = re.compile(r"[A-Za-z0-9._-]+")
+#: Length bounds of paths from the spec. A datasets root gets ``/<lab>/datasets/<name>``
+#: (up to 137 more) in nspawn's ``--bind=SRC:DST:ro``; systemd-escape turns each '-' of a
+#: path into 4 characters and a unit name has at most 255.
+DATASETS_ROOT_MAX = 100
+MOUNT_PATH_MAX = 100
+MODEL_PATH_MAX = 200
+PATH_CHARS = "letters, digits, '.', '_' and '-' between single slashes"
+
+#: Kernel and OS trees, on the host and in a node: no path from the spec may be one of
+#: them or lie inside one.
+SYSTEM_TREES = (
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/boot",
+    "/efi",
+    "/etc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+)
+#: Directories that hold other things: a path from the spec may lie inside one, but may
+#: not be one (a lab directory next to their other contents could meet a name in use).
+SYSTEM_DIRS = (
+    "/",
+    "/var",
+    "/var/lib",
+    "/var/cache",
+    "/var/log",
+    "/var/tmp",  # noqa: S108 - a name refused, never used
+    "/var/spool",
+    "/tmp",  # noqa: S108 - a name refused, never used
+    "/home",
+    "/root",
+    "/srv",
+    "/opt",
+    "/mnt",
+    "/media",
+)
+#: In a node also these are whole trees: systemd mounts a tmpfs on /tmp, which would hide
+#: a dataset mounted below it, and systemd-tmpfiles deletes old files under both.
+NODE_TREES = (*SYSTEM_TREES, "/tmp", "/var/tmp")  # noqa: S108 - names refused
+
+
+def safe_absolute_path(
+    value: str, *, what: str, valid: str, max_len: int, directory: bool = False
+) -> str:
+    """``value`` when it is an absolute path of :data:`PATH_COMPONENT` components;
+    else ValueError("'VALUE' is not WHAT: PROBLEM; VALID").
+
+    No empty (``//``), ``.`` or ``..`` component, none that starts with ``-``, no
+    trailing ``/`` (with ``directory`` exactly one is required: it marks a directory)
+    and at most ``max_len`` characters.
+    """
+
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"{value!r} is not {what}: {problem}; {valid}")
+
+    if not value.startswith("/"):
+        raise bad("it is not an absolute path")
+    if value.strip("/") == "":
+        raise bad("it is the root directory")
+    if len(value) > max_len:
+        raise bad(f"it is longer than {max_len} characters")
+    odd = sorted({c for c in value if c != "/" and not PATH_COMPONENT.fullmatch(c)})
+    if odd:
+        shown = " ".join(repr(c) for c in odd)
+        raise bad(f"{shown} cannot be in a path here")
+    body = value
+    if directory:
+        if not value.endswith("/"):
+            raise bad("a directory ends in /")
+        body = value[:-1]
+    if body.endswith("/"):
+        raise bad("it ends in /" if not directory else "it ends in //")
+    parts = body[1:].split("/")
+    if "" in parts:
+        raise bad("it has an empty component (//)")
+    if any(p in (".", "..") for p in parts):
+        raise bad("it has a '.' or '..' component")
+    if any(p.startswith("-") for p in parts):
+        raise bad("a component starts with '-'")
+    return value
+
+
+def system_path_problem(path: str, trees: Iterable[str] = SYSTEM_TREES) -> str | None:
+    """What makes ``path`` (a safe absolute path) a system path, or None.
+
+    It is one, when it is or lies inside one of ``trees``, when it is one of
+    :data:`SYSTEM_DIRS`, or when it contains any of these (``/`` and ``/var`` do)."""
+    path = path.rstrip("/") or "/"
+    for tree in trees:
+        if path == tree or path.startswith(f"{tree}/"):
+            where = f"it is {tree}" if path == tree else f"it lies inside {tree}"
+            if tree in SYSTEM_TREES:
+                return f"{where}, a kernel or OS directory"
+            return f"{where}, a temporary directory the system cleans"
+    every = (*trees, *SYSTEM_DIRS)
+    if path in every:
+        return "it is a system directory"
+    inside = [d for d in every if d.startswith(f"{path.rstrip('/')}/")]
+    return f"it contains the system directory {inside[0]}" if inside else None
 
 
 class LocalSettings(Strict):
@@ -149,8 +261,12 @@ class LocalSettings(Strict):
     @field_validator("datasets_root")
     @classmethod
     def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"{value!r} is not an absolute path; write it as /var/lib/mlseclab")
+        valid = f"use a directory of its own like /var/lib/mlseclab ({PATH_CHARS})"
+        what = "a datasets root"
+        safe_absolute_path(value, what=what, valid=valid, max_len=DATASETS_ROOT_MAX)
+        problem = system_path_problem(value)
+        if problem:
+            raise ValueError(f"{value!r} is not {what}: {problem}; {valid}")
         return value
 
 
@@ -323,10 +439,13 @@ class Mount(Strict):
     @field_validator("path")
     @classmethod
     def _absolute(cls, value: str) -> str:
-        if not value.startswith("/") or value == "/":
-            raise ValueError(
-                f"{value!r} is not a mount point; use an absolute path like /srv/models"
-            )
+        valid = f"use an absolute path like /srv/models ({PATH_CHARS})"
+        what = "a mount point"
+        safe_absolute_path(value, what=what, valid=valid, max_len=MOUNT_PATH_MAX)
+        problem = system_path_problem(value, NODE_TREES)
+        if problem:
+            valid = "mount datasets in a directory of their own, e.g. /srv/models"
+            raise ValueError(f"{value!r} is not {what}: {problem}; {valid}")
         return value
 
 
@@ -382,11 +501,23 @@ class LabModel(Strict):
                     f"{path} is a pickle format, which can run code when loaded; "
                     "convert it to GGUF (or safetensors) first"
                 )
+            valid = (
+                "give an absolute path to a .gguf file, or to a safetensors "
+                "model directory ending in / (engine vllm)"
+            )
             if not path.startswith("/") or not path.endswith((".gguf", "/")) or path == "/":
-                raise ValueError(
-                    f"{path!r}: give an absolute path to a .gguf file, or to a safetensors "
-                    "model directory ending in / (engine vllm)"
-                )
+                raise ValueError(f"{path!r}: {valid}")
+            valid = f"give an absolute path like file:/srv/import/model.gguf ({PATH_CHARS})"
+            if path.endswith("/"):
+                valid = f"give an absolute path like file:/srv/import/model/ ({PATH_CHARS})"
+            what = "a model file or directory"
+            directory = path.endswith("/")
+            safe_absolute_path(
+                path, what=what, valid=valid, max_len=MODEL_PATH_MAX, directory=directory
+            )
+            problem = system_path_problem(path)
+            if problem:
+                raise ValueError(f"{path!r} is not {what}: {problem}; {valid}")
         return value
 
     @property

@@ -8,9 +8,11 @@ act on the same lab at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import stat
 import subprocess
 import tempfile
 import time
@@ -29,8 +31,19 @@ def state_root() -> Path:
 
 
 def write_private(path: Path, content: str | bytes, mode: int = 0o600) -> None:
-    """Write ``content`` to ``path`` atomically with ``mode`` from the first byte."""
+    """Write ``content`` to ``path`` atomically with ``mode`` from the first byte.
+
+    The temporary file is made by mkstemp (O_CREAT|O_EXCL: a planted symlink or file of
+    that name fails it, none is followed) and renamed over ``path``: rename replaces a
+    symlink at ``path`` itself, never what it points to. A directory that is a symlink
+    is refused rather than written through.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent.is_symlink():
+        raise LabError(
+            f"{path.parent} is a symbolic link; mlseclab writes {path.name} only into a real "
+            "directory: replace the link with a directory"
+        )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
@@ -40,6 +53,50 @@ def write_private(path: Path, content: str | bytes, mode: int = 0o600) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _make_dir(d: Path) -> bool:
+    """mkdir ``d`` 0700; True when it was made now, False when something is there."""
+    try:
+        d.mkdir(mode=0o700)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _real_dir(d: Path, what: str) -> os.stat_result:
+    """lstat of ``d``, which must be a directory and not a symbolic link."""
+    st = d.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        raise LabError(
+            f"{d} ({what}) is a symbolic link; mlseclab does not follow links where it keeps "
+            f"keys and state: replace it with a directory, or point {STATE_ROOT_ENV} elsewhere"
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise LabError(f"{d} ({what}) is not a directory; move it away and run again")
+    return st
+
+
+def _open_lock(path: Path) -> int:
+    """Open (or create 0600) the lock file without following a symlink planted there."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    fix = "remove it (mlseclab creates the lock as a plain file)"
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LabError(f"{path} is a symbolic link, not the lab's lock; {fix}") from None
+        if exc.errno == errno.EISDIR:
+            raise LabError(f"{path} is a directory, not the lab's lock; {fix}") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
+        os.close(fd)
+        raise LabError(
+            f"{path} is not a plain file of this user's with one link, so it is not the "
+            f"lab's lock; {fix}"
+        )
+    return fd
 
 
 @dataclass(frozen=True)
@@ -56,6 +113,12 @@ class LabHome:
     @property
     def state_file(self) -> Path:
         return self.root / "state.json"
+
+    @property
+    def kept_file(self) -> Path:
+        """The directories ``down`` kept (protected datasets) that mlseclab made: the
+        record ``up`` started, carried over to the next ``up`` and ``down``."""
+        return self.root / "kept.json"
 
     @property
     def ssh_dir(self) -> Path:
@@ -82,9 +145,41 @@ class LabHome:
         return self.root / "logs"
 
     def ensure(self) -> None:
-        for d in (self.root.parent, self.root, self.ssh_dir, self.logs):
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
-            d.chmod(0o700)
+        """Create the lab's directories 0700; refuse any that is not safe to use as root.
+
+        The state root (``MLSECLAB_STATE_DIR``, e.g. ``/tmp``) is chmodded only when this
+        call created it. It must be a real directory of this user's or root's that others
+        cannot rename entries in (not writable by them, or sticky like /tmp). The lab's
+        directory and its ssh/ and logs/ must be real directories of this user's: they are
+        tightened to 0700 when they are not.
+        """
+        root = self.root.parent
+        if not root.exists() and not root.is_symlink():
+            root.parent.mkdir(parents=True, exist_ok=True)
+            if _make_dir(root):
+                root.chmod(0o700)
+        st = _real_dir(root, "the state directory")
+        if st.st_uid not in (os.geteuid(), 0):
+            raise LabError(
+                f"{root} (the state directory) belongs to uid {st.st_uid}, not to this user; "
+                f"point {STATE_ROOT_ENV} at a directory of your own"
+            )
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise LabError(
+                f"{root} (the state directory) is writable by other users and not sticky, so "
+                f"they could swap the lab's directory; `chmod go-w {root}`, or point "
+                f"{STATE_ROOT_ENV} at a directory of your own"
+            )
+        for d in (self.root, self.ssh_dir, self.logs):
+            created = _make_dir(d)
+            st = _real_dir(d, f"lab {self.lab}'s state directory")
+            if st.st_uid != os.geteuid():
+                raise LabError(
+                    f"{d} belongs to uid {st.st_uid}, not to this user, so it is not lab "
+                    f"{self.lab}'s state; remove it, or point {STATE_ROOT_ENV} elsewhere"
+                )
+            if created or stat.S_IMODE(st.st_mode) != 0o700:
+                d.chmod(0o700)
 
     @property
     def control_path(self) -> str:
@@ -128,12 +223,12 @@ class LabHome:
         """Hold the lab's lock for the duration; fail at once if another run has it."""
         self.ensure()
         path = self.root / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_lock(path)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = Path(path).read_text(encoding="utf-8").strip() or "another run"
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another run"
                 raise LockedError(
                     f"lab {self.lab} is locked by {holder}; wait for it to finish "
                     f"(the lock is {path} and is released when that process ends)"

@@ -41,6 +41,15 @@ EXPECTED_MISTAKES = {
     "proxmox-datastore-slash",
     "model-name-with-quote",
     "node-tag-with-space",
+    "datasets-root-system-dir",
+    "datasets-root-inside-etc",
+    "mount-path-proc",
+    "mount-path-colon",
+    "mount-path-double-slash",
+    "mount-path-dot-dot",
+    "mount-path-system-dir",
+    "model-path-newline",
+    "model-path-system-dir",
 }
 
 

@@ -5,6 +5,12 @@ missing, so a second run changes nothing and a run killed half-way is finished
 by the next one. ``down`` undoes in reverse and is safe to repeat; with
 ``--force`` it also finds what a crashed run left behind by name alone.
 
+Directories are different: ``up`` records in the lab's state each directory it makes
+under the lab's own directory ``<datasets_root>/<lab>/`` before it makes it, and
+``down`` removes only recorded ones, each checked to lie inside that directory with no
+symbolic link on the way. Anything else is left alone and reported. What ``down``
+keeps (protected datasets) stays recorded in ``kept.json`` next to the state.
+
 Protected datasets are snapshotted (:mod:`mlseclab.snapshots`) before ``down``
 or ``rebuild`` destroys a node that mounts them: the nodes are stopped first,
 then the copy is taken, then anything is removed.
@@ -13,6 +19,7 @@ then the copy is taken, then anything is removed.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import shutil
 import time
@@ -34,6 +41,8 @@ from mlseclab.templating import render
 from mlseclab.topology import Topology
 
 RUNTIME_KIND = "container"
+#: The state's list of the directories ``up`` made (absolute paths, in creation order).
+MADE = "made"
 
 
 class LocalTarget:
@@ -189,6 +198,8 @@ class LocalTarget:
                     "started": time.time(),
                 }
             )
+            made = [*state.get(MADE, [])]
+            state[MADE] = made + [p for p in self._read_kept() if p not in made]
             self.home.write_state(state)
             self._up(state)
             state.update(
@@ -208,8 +219,7 @@ class LocalTarget:
         }
         for ds in self.spec.datasets:
             d = self.names.dataset_dir(ds)
-            if not d.is_dir():
-                d.mkdir(mode=0o750, parents=True)
+            if self.make_dir(state, d, 0o750):
                 self._record([f"dataset {ds} ({d})"])
             # a node cannot change a read-only mount: its services must be able to enter it
             # (files stay root-owned and read-only); read-write datasets belong to their roles
@@ -219,6 +229,7 @@ class LocalTarget:
         with ui.step("network: router, bridges, uplink, flow policy"):
             self._record(network.ensure_router(self.topo, self.names))
             self._record(network.ensure_uplink(self.topo, self.names))
+            self.make_dir(state, self.names.lab_dir)
             self._apply_router_policy()
         booting: list[str] = []
         host_keys: dict[str, str] = state.setdefault("host_keys", {})
@@ -226,6 +237,7 @@ class LocalTarget:
             router = network.snapshot(self.names.router_ns)
             for node in self.topo.nodes.values():
                 self._record(network.ensure_node_network(node, self.names, router))
+                self.make_dir(state, self.names.node_dir(node.name))
                 if nodes.ensure_rootfs(node.name, self.names, image):
                     self._record([f"rootfs {node.name}"])
                 if nodes.nspawn_pid(node.name, self.names) is None:
@@ -258,6 +270,98 @@ class LocalTarget:
         self._write_access(host_keys)
         self._record(ensure_secrets(self.topo, self.home))
 
+    def make_dir(self, state: dict[str, Any], path: Path, mode: int = 0o777) -> bool:
+        """Make ``path`` (inside the lab's directory) and its missing parents up to the lab's
+        directory, recording each in the state before it is made; True when ``path`` was
+        made now. The datasets root above is the operator's and is never recorded."""
+        lab = self.names.lab_dir
+        if path != lab and not path.is_relative_to(lab):
+            raise TargetError(f"{path} is outside the lab's directory {lab}")
+        chain = [path, *(p for p in path.parents if p.is_relative_to(lab))][::-1]
+        lab.parent.mkdir(parents=True, exist_ok=True)
+        made: list[str] = state.setdefault(MADE, [])
+        created = False
+        for d in chain:
+            if d.is_symlink():
+                raise TargetError(
+                    f"{d} is a symbolic link; the lab's directories must be real ones: "
+                    "remove the link and run `mlseclab up` again"
+                )
+            if d.is_dir():
+                continue
+            if str(d) not in made:
+                made.append(str(d))
+                self.home.write_state(state)  # recorded before it exists: a crash leaks nothing
+            d.mkdir(mode=mode if d == path else 0o777)
+            created = True
+        return created
+
+    def remember_made(self, paths: Iterable[Path]) -> None:
+        """Record directories mlseclab made outside ``up`` (a restore into a missing
+        dataset): in the state while the lab is up, else with what down kept."""
+        new = [str(p) for p in paths if p.is_dir() and self.outside_lab(p) is None]
+        if not new:
+            return
+        state = self.home.read_state()
+        if state:
+            made: list[str] = state.setdefault(MADE, [])
+            made += [p for p in new if p not in made]
+            self.home.write_state(state)
+            return
+        kept = self._read_kept()
+        kept += [p for p in new if p not in kept]
+        write_private(self.home.kept_file, json.dumps(kept, indent=2) + "\n")
+
+    def _read_kept(self) -> list[str]:
+        try:
+            kept = json.loads(self.home.kept_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except json.JSONDecodeError:
+            ui.warn(f"{self.home.kept_file} is corrupt; what it recorded is left alone")
+            return []
+        return [str(p) for p in kept] if isinstance(kept, list) else []
+
+    def recorded(self, state: dict[str, Any]) -> set[str] | None:
+        """The directories the lab's state says mlseclab made; None when it records none
+        (a state written before the record existed, or no state at all)."""
+        kept = self._read_kept()
+        if MADE not in state and not kept:
+            return None
+        return {str(p) for p in state.get(MADE, [])} | set(kept)
+
+    def why_kept(self, path: Path, made: set[str] | None) -> str | None:
+        """Why ``down`` must not remove ``path``, or None when it may."""
+        if made is None:
+            return "no state records that mlseclab made it"
+        if str(path) not in made:
+            return "the lab's state does not record that mlseclab made it"
+        return self.outside_lab(path)
+
+    def outside_lab(self, path: Path) -> str | None:
+        """Why ``path`` is not inside the lab's own directory (a symlink on the way counts),
+        or None when it is."""
+        lab = self.names.lab_dir
+        if path != lab and not path.is_relative_to(lab):
+            return f"it is outside the lab's directory {lab}"
+        for d in [lab, *(p for p in path.parents if p.is_relative_to(lab) and p != lab), path]:
+            if d.is_symlink():
+                return f"{d} is a symbolic link"
+        if not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(lab)):
+            return f"it resolves outside the lab's directory {lab}"
+        return None
+
+    def remove_tree(self, path: Path, made: set[str] | None, what: str, left: list[str]) -> bool:
+        """rmtree ``path`` when :meth:`why_kept` allows; else note it in ``left``."""
+        if not path.exists() and not path.is_symlink():
+            return False
+        why = self.why_kept(path, made)
+        if why is not None:
+            left.append(f"{what} at {path}: {why}")
+            return False
+        shutil.rmtree(path)  # fd-based on Linux: never follows a symlink inside the tree
+        return True
+
     def _read_host_key(self, node: str) -> str:
         pub = self.names.node_dir(node) / "root" / "etc" / "ssh" / "ssh_host_ed25519_key.pub"
         return pub.read_text(encoding="utf-8").split(" ", 2)[1]
@@ -283,7 +387,6 @@ class LocalTarget:
 
     def _apply_router_policy(self) -> None:
         ruleset = self.router_ruleset()
-        self.names.lab_dir.mkdir(parents=True, exist_ok=True)
         rendered, applied = self.names.lab_dir / "router.nft", self.names.lab_dir / "router.live"
         if (
             rendered.exists()
@@ -337,7 +440,7 @@ class LocalTarget:
                         f"name: {', '.join(left[:6])}; run `mlseclab down --force` to remove them"
                     )
                 ui.info(f"lab {self.spec.lab.name} is not up; nothing to remove")
-            self._down(purge_data=purge_data, purge_snapshots=purge_snapshots)
+            self._down(state, purge_data=purge_data, purge_snapshots=purge_snapshots)
             for f in (
                 self.home.state_file,
                 self.home.inventory,
@@ -346,7 +449,7 @@ class LocalTarget:
             ):
                 f.unlink(missing_ok=True)
 
-    def _down(self, *, purge_data: bool, purge_snapshots: bool) -> None:
+    def _down(self, state: dict[str, Any], *, purge_data: bool, purge_snapshots: bool) -> None:
         names = self.names
         running = nodes.find_nspawn_pids(names)
         targets = sorted(
@@ -374,11 +477,8 @@ class LocalTarget:
         self._snapshot(keep_safe, "purge" if purge_data else "down", present)
         removed: list[str] = []
         for node in targets:
-            d = names.node_dir(node)
-            if host.unmount(d / "root"):
+            if host.unmount(names.node_dir(node) / "root"):
                 removed.append(f"rootfs {node}")
-            if d.exists():
-                shutil.rmtree(d)
         for ns in network.list_netns(names.netns_prefix):
             if ns != names.router_ns and network.delete_netns(ns):
                 removed.append(f"netns {ns}")
@@ -388,7 +488,25 @@ class LocalTarget:
         if network.delete_netns(names.router_ns):
             removed.append(f"netns {names.router_ns} (bridges, nftables)")
         for f in ("router.nft", "router.live"):
-            (names.lab_dir / f).unlink(missing_ok=True)
+            if names.lab_dir.is_dir() and not names.lab_dir.is_symlink():
+                (names.lab_dir / f).unlink(missing_ok=True)
+        if purge_snapshots:
+            removed += [f"snapshots of dataset {ds}" for ds in self.snapshots.purge()]
+        removed += self.remove_files(targets, self.recorded(state), purge_data=purge_data)
+        self._record_removed(removed)
+
+    def remove_files(
+        self, node_names: Iterable[str], made: set[str] | None, *, purge_data: bool
+    ) -> list[str]:
+        """Remove the node directories, the datasets (protected ones only with
+        ``purge_data``) and the then empty lab directories, of those that ``made`` records
+        (:meth:`why_kept`); report the rest. What is kept stays recorded in ``kept.json``.
+        """
+        names = self.names
+        removed: list[str] = []
+        left: list[str] = []
+        for node in node_names:
+            self.remove_tree(names.node_dir(node), made, f"node {node}", left)
         for ds_name, ds in self.spec.datasets.items():
             d = names.dataset_dir(ds_name)
             if not d.exists():
@@ -396,14 +514,28 @@ class LocalTarget:
             if ds.protect and not purge_data:
                 ui.info(f"  [cyan]=[/] dataset {ds_name} kept (protected): {d}")
                 continue
-            shutil.rmtree(d)
-            removed.append(f"dataset {ds_name}{' (protected, purged)' if ds.protect else ''}")
-        if purge_snapshots:
-            removed += [f"snapshots of dataset {ds}" for ds in self.snapshots.purge()]
-        self._record_removed(removed)
+            if self.remove_tree(d, made, f"dataset {ds_name}", left):
+                removed.append(f"dataset {ds_name}{' (protected, purged)' if ds.protect else ''}")
         for d in (names.lab_dir / "nodes", names.lab_dir / "datasets", names.lab_dir):
-            if d.is_dir() and not any(d.iterdir()):
+            if not d.is_dir() or d.is_symlink() or any(d.iterdir()):
+                continue
+            why = self.why_kept(d, made)
+            if why is None:
                 d.rmdir()
+            else:
+                left.append(f"directory at {d}: {why}")
+        for item in left:
+            ui.warn(f"left alone: {item}; remove it by hand if it is the lab's")
+        kept = [
+            p
+            for p in sorted(made or ())
+            if Path(p).exists() and self.why_kept(Path(p), made) is None
+        ]
+        if kept:
+            write_private(self.home.kept_file, json.dumps(kept, indent=2) + "\n")
+        else:
+            self.home.kept_file.unlink(missing_ok=True)
+        return removed
 
     def _record_removed(self, items: list[str]) -> None:
         self.changes += items
@@ -492,6 +624,12 @@ class LocalTarget:
                 nodes.save_identity(node, self.names)
                 if host.unmount(d / "root"):
                     removed.append(f"rootfs {node}")
+                outside = self.outside_lab(d) if d.exists() or d.is_symlink() else None
+                if outside is not None:
+                    raise TargetError(
+                        f"{d}: {outside}; nothing of node {node} was removed: "
+                        "remove that link or directory by hand"
+                    )
                 if d.is_dir():
                     for entry in d.iterdir():
                         if entry.name == nodes.IDENTITY_DIR:
@@ -517,11 +655,14 @@ class LocalTarget:
             users = self.users_of(dataset)
             stopped = self._stop([n for n in users if nodes.nspawn_pid(n, self.names)])
             self._record_removed([f"container {n} (stopped)" for n in stopped])
+            target = self.names.dataset_dir(dataset)
+            lab = self.names.lab_dir
+            chain = [target, *(p for p in target.parents if p.is_relative_to(lab))][::-1]
+            missing = [d for d in chain if not d.exists() and not d.is_symlink()]
             try:
                 with ui.step(f"restore of dataset {dataset} from {snapshot_id}"):
-                    snap, pre = self.snapshots.restore(
-                        dataset, snapshot_id, self.names.dataset_dir(dataset), nodes=users
-                    )
+                    snap, pre = self.snapshots.restore(dataset, snapshot_id, target, nodes=users)
+                self.remember_made(missing)
                 if pre is not None:
                     self._record([f"snapshot {dataset}/{pre.id} (what was there before)"])
                 self._record([f"dataset {dataset} from {snap.id} ({snap.files} files)"])
