@@ -289,7 +289,10 @@ def _source_tables(
 def derive(spec: LabSpec) -> Topology:
     """The topology a valid spec describes."""
     uplink = ipaddress.IPv4Network(spec.lab.local.uplink_cidr)
-    hosts = list(uplink.hosts())
+    # the uplink is a validated /30: its first host is the operator's, its last the router's.
+    # Derived arithmetically: a network is never enumerated (a /1 would be 2^31 addresses).
+    operator = uplink.network_address + 1
+    router = uplink.broadcast_address - 1
     nodes: dict[str, LabNode] = {}
     for name, node in spec.nodes.items():
         interfaces = []
@@ -324,5 +327,5 @@ def derive(spec: LabSpec) -> Topology:
             source_tables=_source_tables(spec, interfaces, str(uplink)),
         )
     return Topology(
-        spec=spec, nodes=nodes, operator_address=str(hosts[0]), router_uplink_address=str(hosts[-1])
+        spec=spec, nodes=nodes, operator_address=str(operator), router_uplink_address=str(router)
     )
