@@ -401,6 +401,13 @@ def check_rules(spec: LabSpec) -> Iterator[tuple[Path, str]]:
         )
 
 
+#: The uplink is a point-to-point transit link: exactly two host addresses.
+UPLINK_PREFIX = 30
+#: The largest segment: /16 (65534 hosts) is far more than a lab has nodes. A shorter prefix
+#: only widens what the host routes into the lab (a /1 would capture half of IPv4).
+MAX_SEGMENT_PREFIX = 16
+
+
 def _check_networks(spec: LabSpec) -> Iterator[tuple[Path, str]]:
     seen_vlan: dict[int, str] = {}
     items = list(spec.networks.items())
@@ -424,6 +431,15 @@ def _check_networks(spec: LabSpec) -> Iterator[tuple[Path, str]]:
                 ("networks", name, "cidr"),
                 (f"{seg.cidr} is too small for a segment; use a prefix of /29 or shorter"),
             )
+        elif seg.network.prefixlen < MAX_SEGMENT_PREFIX:
+            yield (
+                ("networks", name, "cidr"),
+                (
+                    f"{seg.cidr} is too large for a segment; use a prefix of "
+                    f"/{MAX_SEGMENT_PREFIX} or longer (up to 65534 hosts), "
+                    f"e.g. {seg.network.network_address}/{MAX_SEGMENT_PREFIX}"
+                ),
+            )
         if seg.gateway is not None:
             gw = ipaddress.IPv4Address(seg.gateway)
             if gw not in seg.network or gw in (
@@ -445,7 +461,17 @@ def _check_networks(spec: LabSpec) -> Iterator[tuple[Path, str]]:
                     ),
                 )
     uplink = ipaddress.IPv4Network(spec.lab.local.uplink_cidr)
-    for name, seg in items:
+    if uplink.prefixlen != UPLINK_PREFIX:
+        transit = ipaddress.IPv4Network((uplink.network_address, UPLINK_PREFIX), strict=False)
+        yield (
+            ("lab", "local", "uplink_cidr"),
+            (
+                f"{uplink} is a /{uplink.prefixlen}, but the uplink is a transit link with "
+                f"exactly two host addresses (the host and the router); "
+                f"use a /{UPLINK_PREFIX}, e.g. {transit}"
+            ),
+        )
+    for name, seg in items if uplink.prefixlen == UPLINK_PREFIX else ():
         if uplink.overlaps(seg.network):
             yield (
                 ("lab", "local", "uplink_cidr"),

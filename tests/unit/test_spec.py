@@ -29,6 +29,9 @@ EXPECTED_MISTAKES = {
     "yaml-syntax-error",
     "empty-file",
     "vllm-without-gpu",
+    "uplink-too-large",
+    "uplink-32",
+    "segment-too-large",
 }
 
 
