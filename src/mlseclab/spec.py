@@ -843,17 +843,7 @@ def parse_spec(text: str, file: str) -> LabSpec:
     try:
         located = load_with_lines(text)
     except YamlSyntaxError as exc:
-        raise SpecError(
-            [
-                SpecProblem(
-                    file,
-                    exc.line,
-                    "",
-                    f"YAML syntax error: {exc.problem}; "
-                    "fix the YAML (indentation, quoting, ':' after keys)",
-                )
-            ]
-        ) from None
+        raise SpecError([SpecProblem(file, exc.line, "", exc.message)]) from None
     return validate_data(located, file)
 
 

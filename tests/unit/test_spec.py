@@ -32,6 +32,11 @@ EXPECTED_MISTAKES = {
     "uplink-too-large",
     "uplink-32",
     "segment-too-large",
+    "alias-bomb",
+    "recursive-alias",
+    "deep-nesting",
+    "control-character",
+    "impossible-date",
 }
 
 
