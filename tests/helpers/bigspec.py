@@ -25,9 +25,9 @@ FIRST_HOST = 10  # node k's addresses are <segment>.0 + FIRST_HOST + k (clear of
 
 
 def big_spec(nodes: int, name: str = "big") -> dict[str, Any]:
-    """The reference lab as data, scaled to ``nodes`` nodes (at least 1, at most 4000)."""
-    if not 1 <= nodes <= 4000:
-        raise ValueError(f"nodes must be 1-4000, got {nodes}")
+    """The reference lab as data, scaled to ``nodes`` nodes: 5 (one per role) to 4000."""
+    if not len(ROLES) <= nodes <= 4000:
+        raise ValueError(f"nodes must be 5-4000 (each flow needs its roles), got {nodes}")
     ref: dict[str, Any] = yaml.safe_load(REFERENCE.read_text(encoding="utf-8"))
     by_role = {node["role"]: (n, node) for n, node in ref["nodes"].items()}
     spec = copy.deepcopy(ref)
