@@ -87,16 +87,21 @@ class LabNode:
     def interface_on(self, network: str) -> Interface | None:
         return next((i for i in self.interfaces if i.network == network), None)
 
+    @cached_property
+    def _sends_from(self) -> tuple[tuple[ipaddress.IPv4Network, str], ...]:
+        """(network, source address) in lookup order: connected segments, then routes."""
+        by_dev = {i.name: i.ip for i in self.interfaces}
+        connected = [(ipaddress.IPv4Network(i.cidr, strict=False), i.ip) for i in self.interfaces]
+        routed = [(ipaddress.IPv4Network(r.destination), by_dev[r.dev]) for r in self.routes]
+        return (*connected, *routed)
+
     def source_for(self, destination: str) -> str:
         """The address this node sends from when it connects to ``destination``."""
-        dst = ipaddress.IPv4Address(destination)
-        for iface in self.interfaces:
-            if dst in ipaddress.IPv4Network(iface.cidr, strict=False):
-                return iface.ip
-        for route in self.routes:
-            if dst in ipaddress.IPv4Network(route.destination):
-                return next(i.ip for i in self.interfaces if i.name == route.dev)
-        return ""  # no route: the node cannot send there at all
+        return self.source_for_address(ipaddress.IPv4Address(destination))
+
+    def source_for_address(self, destination: ipaddress.IPv4Address) -> str:
+        """:meth:`source_for` of an address already parsed; "" when there is no route."""
+        return next((ip for net, ip in self._sends_from if destination in net), "")
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,10 @@ class Reachability:
     port: int
     allowed: bool
     flow: str | None
+
+
+#: A rule with its sources and source addresses as sets, for lookups.
+_Match = tuple[Rule, frozenset[str], frozenset[str]]
 
 
 @dataclass(frozen=True)
@@ -200,19 +209,62 @@ class Topology:
         found = {(f.proto, f.port) for f in self.spec.flows} | {("tcp", SSH_PORT)}
         return tuple(sorted(found, key=lambda p: (p[1], p[0])))
 
+    @cached_property
+    def _rules_at(self) -> dict[tuple[str, int, str], tuple[_Match, ...]]:
+        """The rules by (proto, port, destination address), in order, sources as sets."""
+        index: dict[tuple[str, int, str], list[_Match]] = {}
+        for rule in self.rules:
+            match = (rule, frozenset(rule.sources), frozenset(rule.source_addresses))
+            for address in dict.fromkeys(rule.destination_addresses):
+                index.setdefault((rule.proto, rule.port, address), []).append(match)
+        return {key: tuple(matches) for key, matches in index.items()}
+
     def allowed(
         self, source: str, source_address: str, address: str, proto: str, port: int
     ) -> Rule | None:
-        for rule in self.rules:
-            if rule.proto != proto or rule.port != port:
-                continue
-            if address not in rule.destination_addresses:
-                continue
-            if rule.any_source or (
-                source in rule.sources and source_address in rule.source_addresses
-            ):
+        """The first rule that lets ``source`` (from ``source_address``) open the port, if any."""
+        for rule, sources, addresses in self._rules_at.get((proto, port, address), ()):
+            if rule.any_source or (source in sources and source_address in addresses):
                 return rule
         return None
+
+    def _source_address(self, source: str, destination: ipaddress.IPv4Address) -> str:
+        if source == OPERATOR:
+            return self.operator_address
+        return self.nodes[source].source_for_address(destination)
+
+    @cached_property
+    def reachability_counts(self) -> tuple[int, int]:
+        """(allowed, total) cells of :attr:`matrix`, counted without building it.
+
+        The total is every source (the nodes and the operator) times every other
+        node's addresses times the ports. Only the cells some rule could allow are
+        visited: per (proto, port, address) of a rule, the sources it names (or,
+        for a rule from any, every source that has a route there).
+        """
+        addresses = sum(len(n.interfaces) for n in self.nodes.values())
+        total = len(self.nodes) * addresses * len(self.ports)
+        owner = {i.ip: n.name for n in self.nodes.values() for i in n.interfaces}
+        everyone = (*self.nodes, OPERATOR)
+        allowed = 0
+        for (_, _, address), matches in self._rules_at.items():
+            dst = owner[address]
+            parsed = ipaddress.IPv4Address(address)
+            if any(rule.any_source for rule, _, _ in matches):
+                candidates: Iterable[str] = everyone
+            else:
+                candidates = dict.fromkeys(s for rule, _, _ in matches for s in rule.sources)
+            allowed += sum(
+                1
+                for src in candidates
+                if src != dst
+                and (src_addr := self._source_address(src, parsed))
+                and any(
+                    rule.any_source or (src in sources and src_addr in addrs)
+                    for rule, sources, addrs in matches
+                )
+            )
+        return allowed, total
 
     @cached_property
     def matrix(self) -> tuple[Reachability, ...]:
@@ -224,11 +276,7 @@ class Topology:
                 if src == dst.name:
                     continue
                 for iface in dst.interfaces:
-                    src_addr = (
-                        self.operator_address
-                        if src == OPERATOR
-                        else self.nodes[src].source_for(iface.ip)
-                    )
+                    src_addr = self._source_address(src, ipaddress.IPv4Address(iface.ip))
                     for proto, port in self.ports:
                         rule = (
                             self.allowed(src, src_addr, iface.ip, proto, port) if src_addr else None
@@ -289,7 +337,10 @@ def _source_tables(
 def derive(spec: LabSpec) -> Topology:
     """The topology a valid spec describes."""
     uplink = ipaddress.IPv4Network(spec.lab.local.uplink_cidr)
-    hosts = list(uplink.hosts())
+    # the uplink is a validated /30: its first host is the operator's, its last the router's.
+    # Derived arithmetically: a network is never enumerated (a /1 would be 2^31 addresses).
+    operator = uplink.network_address + 1
+    router = uplink.broadcast_address - 1
     nodes: dict[str, LabNode] = {}
     for name, node in spec.nodes.items():
         interfaces = []
@@ -324,5 +375,5 @@ def derive(spec: LabSpec) -> Topology:
             source_tables=_source_tables(spec, interfaces, str(uplink)),
         )
     return Topology(
-        spec=spec, nodes=nodes, operator_address=str(hosts[0]), router_uplink_address=str(hosts[-1])
+        spec=spec, nodes=nodes, operator_address=str(operator), router_uplink_address=str(router)
     )

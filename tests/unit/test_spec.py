@@ -50,6 +50,14 @@ EXPECTED_MISTAKES = {
     "mount-path-system-dir",
     "model-path-newline",
     "model-path-system-dir",
+    "uplink-too-large",
+    "uplink-32",
+    "segment-too-large",
+    "alias-bomb",
+    "recursive-alias",
+    "deep-nesting",
+    "control-character",
+    "impossible-date",
 }
 
 

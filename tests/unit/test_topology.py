@@ -138,3 +138,28 @@ def test_replies_leave_by_the_nic_the_request_came_in_on(topo: Topology) -> None
     mgmt = by_source["10.66.10.11"]
     assert [(r.destination, r.dev) for r in mgmt.routes] == [("10.66.255.0/30", "eth0")]
     assert len({t.table for t in gw.source_tables}) == len(gw.interfaces)
+
+
+@pytest.mark.parametrize("nodes", [5, 7, 23])
+def test_reachability_counts_match_the_matrix(nodes: int) -> None:
+    from helpers.bigspec import big_spec_text
+
+    for text in (reference_text(), big_spec_text(nodes)):
+        topo = derive(load_text(text))
+        assert topo.reachability_counts == (
+            sum(1 for c in topo.matrix if c.allowed),
+            len(topo.matrix),
+        )
+
+
+def test_validate_counts_without_building_the_matrix(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlseclab.cli import main
+
+    def no_matrix(self: Topology) -> None:
+        raise AssertionError("validate built the reachability matrix")
+
+    monkeypatch.setattr(Topology, "matrix", property(no_matrix))
+    assert main(["validate", str(REFERENCE)]) == 0
+    assert "(22 of 350 reachability pairs allowed)" in capsys.readouterr().out
