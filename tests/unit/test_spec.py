@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from helpers.labs import REFERENCE, SPECS, load_text, reference_text
 from mlseclab.cli import main
 from mlseclab.errors import SpecError
-from mlseclab.spec import load_spec
+from mlseclab.spec import LabSpec, _dotted, _inner_model, load_spec, parse_spec
 
 INVALID = sorted((SPECS / "invalid").glob("*.yaml"))
 VALID = sorted((SPECS / "valid").glob("*.yaml"))
@@ -29,6 +34,7 @@ EXPECTED_MISTAKES = {
     "yaml-syntax-error",
     "empty-file",
     "vllm-without-gpu",
+    "proxmox-template-typo",
 }
 
 
@@ -291,3 +297,89 @@ def test_not_a_mapping() -> None:
     with pytest.raises(SpecError) as exc:
         load_text("- just\n- a list\n")
     assert "expected a mapping with keys lab, networks, nodes" in str(exc.value)
+
+
+def _full_spec() -> dict[str, Any]:
+    """The reference lab as data, with every optional section filled in."""
+    data = yaml.safe_load(reference_text())
+    data["lab"]["target"] = "proxmox"
+    data["posture"]["waivers"] = [{"control": "MLSL-NET-01", "reason": "a reason long enough"}]
+    data["nodes"]["inference-01"]["gpu"] = {"mapping": "gpu-inference"}
+    data["datasets"]["models"]["snapshots"] = {"keep": 3}
+    return data
+
+
+def _model_sites(
+    data: Any, model: type[BaseModel], path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], type[BaseModel]]]:
+    """Every place in ``data`` that holds a mapping of a model, with the model."""
+    yield path, model
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        value = data.get(key)
+        inner = _inner_model(field.annotation)
+        if inner is not None:
+            if isinstance(value, dict):
+                yield from _model_sites(value, inner, (*path, key))
+            continue
+        args = [a for a in typing.get_args(field.annotation) if _inner_model(a) is not None]
+        item = _inner_model(args[-1]) if args else None
+        if item is not None and isinstance(value, dict):
+            for k, v in value.items():
+                yield from _model_sites(v, item, (*path, key, k))
+        elif item is not None and isinstance(value, list):
+            for i, v in enumerate(value):
+                yield from _model_sites(v, item, (*path, key, i))
+
+
+SITES = list({m: (p, m) for p, m in reversed(list(_model_sites(_full_spec(), LabSpec)))}.values())
+SITE_IDS = [_dotted(path) or "spec" for path, _ in SITES]
+
+
+def _at(data: Any, path: tuple[str | int, ...]) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def _problems(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(SpecError) as exc:
+        parse_spec(yaml.safe_dump(data, sort_keys=False), "lab.yaml")
+    return [f"{p.path}: {p.message}" for p in exc.value.problems]
+
+
+def test_the_probe_reaches_every_model() -> None:
+    from mlseclab import spec
+
+    models = {
+        m
+        for m in vars(spec).values()
+        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == spec.__name__
+    }
+    assert {m for _, m in SITES} == models - {spec.Strict}
+
+
+@pytest.mark.parametrize(("path", "model"), SITES, ids=SITE_IDS)
+def test_an_unknown_key_anywhere_names_the_valid_keys(
+    path: tuple[str | int, ...], model: type[BaseModel]
+) -> None:
+    data = _full_spec()
+    _at(data, path)["tagg"] = 1
+    names = sorted(f.alias or n for n, f in model.model_fields.items())
+    where = _dotted((*path, "tagg"))
+    assert _problems(data)[0].startswith(
+        f"{where}: unknown key 'tagg'; valid keys here: {', '.join(names)}"
+    )
+
+
+@pytest.mark.parametrize(("path", "model"), SITES, ids=SITE_IDS)
+def test_a_wrong_type_anywhere_is_a_clean_message(
+    path: tuple[str | int, ...], model: type[BaseModel]
+) -> None:
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        for wrong in ({"zz": 1}, [1], 3.5):
+            data = _full_spec()
+            _at(data, path)[key] = wrong
+            problems = _problems(data)  # a SpecError, never a traceback
+            assert problems and all("; " in p or "expected" in p for p in problems), problems
