@@ -61,7 +61,10 @@ def _walk(node: yaml.Node, path: Path, loader: yaml.SafeLoader, out: Located) ->
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_walk(item, (*path, i), loader, out) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    try:
+        return loader.construct_object(node, deep=True)
+    except ValueError:  # looks like a timestamp but is none (2027-13-01): keep the text
+        return node.value
 
 
 def load_with_lines(text: str) -> Located:
