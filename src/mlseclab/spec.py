@@ -9,6 +9,8 @@ with the file, the line, the dotted path and what would be valid.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import difflib
 import ipaddress
 import re
@@ -335,9 +337,24 @@ class Waiver(Strict):
     control: str
     nodes: list[str] = Field(default_factory=lambda: [ALL])
     reason: str = Field(min_length=10)
-    expires: str | None = Field(
-        default=None, description="ISO date after which it no longer applies"
+    expires: dt.date | None = Field(
+        default=None, description="YYYY-MM-DD: the last day it applies (default: no end)"
     )
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _date(cls, value: Any) -> Any:
+        """A real date only: YAML 2027-01-31 (a date already) or the same text quoted."""
+        if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            with contextlib.suppress(ValueError):
+                return dt.date.fromisoformat(value)
+        shown = repr(value) if isinstance(value, str) else str(value)
+        raise ValueError(
+            f"{shown} is not a date; write it as YYYY-MM-DD (e.g. 2027-01-31), "
+            "or leave expires out for a waiver without an end"
+        )
 
     @field_validator("control")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +14,11 @@ import yaml
 from pydantic import BaseModel
 
 from helpers.labs import REFERENCE, SPECS, load_text, reference_text
+from mlseclab import posture
 from mlseclab.cli import main
 from mlseclab.errors import SpecError
-from mlseclab.spec import LabSpec, _dotted, _inner_model, load_spec, parse_spec
+from mlseclab.spec import LabSpec, _dotted, _inner_model, load_spec, validate_data
+from mlseclab.yamlsource import Located
 
 INVALID = sorted((SPECS / "invalid").glob("*.yaml"))
 VALID = sorted((SPECS / "valid").glob("*.yaml"))
@@ -35,6 +39,8 @@ EXPECTED_MISTAKES = {
     "empty-file",
     "vllm-without-gpu",
     "proxmox-template-typo",
+    "waiver-expires-not-a-date",
+    "waiver-unknown-control",
 }
 
 
@@ -50,8 +56,8 @@ def test_every_mistake_has_a_fixture() -> None:
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
 def test_invalid_fixture_fails_with_its_message(path: Path) -> None:
-    with pytest.raises(SpecError) as exc:
-        load_spec(path)
+    with pytest.raises(SpecError) as exc:  # what validate checks: the spec, then the waivers
+        posture.check_waivers(load_spec(path), path)
     assert [str(p) for p in exc.value.problems] == [expected(path)]
 
 
@@ -299,9 +305,15 @@ def test_not_a_mapping() -> None:
     assert "expected a mapping with keys lab, networks, nodes" in str(exc.value)
 
 
+@functools.cache
+def _reference_data() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(reference_text())
+    return data
+
+
 def _full_spec() -> dict[str, Any]:
     """The reference lab as data, with every optional section filled in."""
-    data = yaml.safe_load(reference_text())
+    data = copy.deepcopy(_reference_data())
     data["lab"]["target"] = "proxmox"
     data["posture"]["waivers"] = [{"control": "MLSL-NET-01", "reason": "a reason long enough"}]
     data["nodes"]["inference-01"]["gpu"] = {"mapping": "gpu-inference"}
@@ -344,7 +356,7 @@ def _at(data: Any, path: tuple[str | int, ...]) -> Any:
 
 def _problems(data: dict[str, Any]) -> list[str]:
     with pytest.raises(SpecError) as exc:
-        parse_spec(yaml.safe_dump(data, sort_keys=False), "lab.yaml")
+        validate_data(Located(data), "lab.yaml")  # as parse_spec does, without the YAML
     return [f"{p.path}: {p.message}" for p in exc.value.problems]
 
 
@@ -383,3 +395,64 @@ def test_a_wrong_type_anywhere_is_a_clean_message(
             _at(data, path)[key] = wrong
             problems = _problems(data)  # a SpecError, never a traceback
             assert problems and all("; " in p or "expected" in p for p in problems), problems
+
+
+def _waived(tmp_path: Path, waiver: str) -> Path:
+    """The reference lab with one waiver (a YAML flow mapping); ``{C}``: control and reason."""
+    waiver = waiver.replace("{C}", "control: MLSL-NET-01, reason: a reason long enough")
+    text = reference_text()
+    assert "  waivers: []" in text
+    path = tmp_path / "lab.yaml"
+    path.write_text(text.replace("  waivers: []", f"  waivers:\n    - {waiver}"), encoding="utf-8")
+    return path
+
+
+def test_waiver_expires_is_a_date_and_validate_warns_when_it_has_passed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datetime as dt
+
+    future = _waived(tmp_path, "{{C}, expires: 2999-01-31}")
+    assert load_spec(future).posture.waivers[0].expires == dt.date(2999, 1, 31)
+    assert main(["validate", str(future)]) == 0
+    assert capsys.readouterr().err == ""
+
+    past = _waived(tmp_path, "{{C}, expires: 2020-01-31}")
+    assert main(["validate", str(past)]) == 0
+    captured = capsys.readouterr()
+    line = next(n for n, ln in enumerate(past.read_text().splitlines(), 1) if "2020-01-31" in ln)
+    assert captured.err == (
+        f"warning: {past}:{line}: posture.waivers[0].expires: the waiver of MLSL-NET-01 expired "
+        "on 2020-01-31 and no longer applies; renew it with a later date or remove it\n"
+    )
+    assert ": valid — lab reference" in captured.out
+
+
+@pytest.mark.parametrize("value", ["never", "2027-13-01", '"2027-13-01"', "2027-01-31 10:00:00"])
+def test_waiver_expires_that_is_no_date_says_how_to_write_one(tmp_path: Path, value: str) -> None:
+    path = _waived(tmp_path, "{{C}, expires: " + value + "}")
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    (problem,) = exc.value.problems
+    assert problem.path == "posture.waivers[0].expires"
+    assert problem.message.endswith(
+        "is not a date; write it as YYYY-MM-DD (e.g. 2027-01-31), "
+        "or leave expires out for a waiver without an end"
+    )
+
+
+def test_validate_checks_waiver_controls_without_importing_pytest(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = _waived(tmp_path, "{control: MLSL-NET-99, reason: a typo that would waive nothing}")
+    code = (
+        "import sys; from mlseclab.cli import main; rc = main(['validate', sys.argv[1]]); "
+        "assert 'pytest' not in sys.modules and 'mlseclab.posture.plugin' not in sys.modules; "
+        "sys.exit(rc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "posture.waivers[0].control: MLSL-NET-99 is not a control" in proc.stderr

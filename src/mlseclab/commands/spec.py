@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from mlseclab import ui
+from mlseclab import posture, ui
 from mlseclab.cli import DEFAULT_SPEC
 from mlseclab.commands.common import load_context
 from mlseclab.errors import OK, LabError
@@ -28,6 +28,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         Path("inventories") / args.lab / "lab.yaml" if args.lab else DEFAULT_SPEC
     )
     spec = load_spec(path)
+    posture.check_waivers(spec, path)  # a waiver for a control no check carries waives nothing
+    for problem in posture.expired_waivers(spec, path):
+        ui.warn(str(problem))
     topo = derive(spec)
     allowed = sum(1 for c in topo.matrix if c.allowed)
     counts = ", ".join(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from mlseclab import ui
+from mlseclab import posture, ui
 from mlseclab.commands.common import Context, chosen_nodes, load_context
 from mlseclab.errors import FINDINGS, OK, LabError
 from mlseclab.posture.report import FRAMEWORK_NAMES, new_report_dir, score, write_reports
@@ -17,42 +17,15 @@ from mlseclab.posture.runner import FAILING, PostureRun, ScopeRun, run_posture
 
 
 def posture_control_ids() -> set[str]:
-    """The lab control ids the posture suite's checks carry (first argument of each marker)."""
-    import re
-
-    from mlseclab.posture.runner import suite_dir
-
-    marker = re.compile(r"mark\.control\(\s*[\"']([^\"']+)[\"']")
-    found: set[str] = set()
-    for path in suite_dir().glob("test_*.py"):
-        found.update(marker.findall(path.read_text(encoding="utf-8")))
-    return found
+    """The lab control ids the posture suite's checks carry."""
+    return posture.controls()
 
 
 def check_waivers(ctx: Context) -> None:
-    """A waiver must name a control some check carries: a typo would waive nothing, silently."""
-    from mlseclab.errors import SpecError, SpecProblem
-    from mlseclab.yamlsource import load_with_lines
-
-    known = posture_control_ids()
-    bad = [(i, w.control) for i, w in enumerate(ctx.spec.posture.waivers) if w.control not in known]
-    if not bad:
-        return
-    located = load_with_lines(ctx.spec_path.read_text(encoding="utf-8"))
-    problems = []
-    for i, control in bad:
-        prefix = control.rsplit("-", 1)[0]
-        near = sorted(c for c in known if c.startswith(prefix)) or sorted(known)[:8]
-        problems.append(
-            SpecProblem(
-                str(ctx.spec_path),
-                located.line_of(("posture", "waivers", i, "control")),
-                f"posture.waivers[{i}].control",
-                f"{control} is not a control any posture check carries; "
-                f"valid ids include {', '.join(near[:12])}",
-            )
-        )
-    raise SpecError(problems)
+    """A waiver must name a control some check carries (:func:`mlseclab.posture.check_waivers`)."""
+    posture.check_waivers(ctx.spec, ctx.spec_path)
+    for problem in posture.expired_waivers(ctx.spec, ctx.spec_path):
+        ui.warn(str(problem))
 
 
 def _framework_line(fw: str, ids: dict[str, Counter[str]]) -> str:
