@@ -450,7 +450,10 @@ def _check_networks(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             ):
                 yield (
                     ("networks", name, "gateway"),
-                    (f"{seg.gateway} is not a host address of {name} ({seg.cidr})"),
+                    (
+                        f"{seg.gateway} is not a host address of {name} ({seg.cidr}); "
+                        "use one inside it, or leave gateway out (the first host)"
+                    ),
                 )
     for i, (name_a, seg_a) in enumerate(items):
         for name_b, seg_b in items[i + 1 :]:
@@ -478,7 +481,7 @@ def _check_networks(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             ("networks",),
             (
                 f"the lab needs exactly one network with purpose mgmt, found {len(mgmt)}"
-                + (f" ({', '.join(mgmt)})" if mgmt else "")
+                + (f" ({', '.join(mgmt)}); keep purpose mgmt on one" if mgmt else "; add one")
             ),
         )
 
@@ -503,7 +506,8 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             if node.vm_id in seen_vmid:
                 yield (
                     (*base, "vm_id"),
-                    f"vm_id {node.vm_id} is already used by {seen_vmid[node.vm_id]}",
+                    f"vm_id {node.vm_id} is already used by {seen_vmid[node.vm_id]}; "
+                    "give each node its own vm_id",
                 )
             seen_vmid.setdefault(node.vm_id, name)
         nets_seen: set[str] = set()
@@ -525,7 +529,10 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             addr = ipaddress.IPv4Address(nic.ip)
             net = seg.network
             if addr not in net:
-                yield (*where, "ip"), f"{nic.ip} is outside network {nic.network} ({seg.cidr})"
+                yield (
+                    (*where, "ip"),
+                    f"{nic.ip} is outside network {nic.network} ({seg.cidr}); use one inside it",
+                )
                 continue
             which = "network" if addr == net.network_address else "broadcast"
             if addr in (net.network_address, net.broadcast_address):
@@ -539,17 +546,20 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             elif addr == seg.gateway_address:
                 yield (
                     (*where, "ip"),
-                    (f"{nic.ip} is the gateway of {nic.network}; the router owns it"),
+                    (f"{nic.ip} is the gateway of {nic.network}; the router owns it, use another"),
                 )
             elif addr in seen_ip:
-                yield (*where, "ip"), f"{nic.ip} is already used by {seen_ip[addr]}"
+                yield (
+                    (*where, "ip"),
+                    f"{nic.ip} is already used by {seen_ip[addr]}; give each NIC its own address",
+                )
             seen_ip.setdefault(addr, f"{name}.nics[{i}]")
         if mgmt_names and not nets_seen & mgmt_names:
             yield (
                 (*base, "nics"),
                 (
                     f"{name} has no NIC on the mgmt network ({_one_of(mgmt_names)}); "
-                    "every node is managed over mgmt"
+                    "every node is managed over mgmt, add one"
                 ),
             )
         if node.gpu is not None and node.kind is not NodeKind.VM:
@@ -583,7 +593,10 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
                     ),
                 )
             if mount.path in paths:
-                yield (*where, "path"), f"{mount.path} is mounted twice on {name}"
+                yield (
+                    (*where, "path"),
+                    f"{mount.path} is mounted twice on {name}; give each mount its own path",
+                )
             paths.add(mount.path)
     for name in spec.datasets:
         if not DNS_LABEL.match(name):

@@ -130,7 +130,19 @@ def test_every_problem_is_reported_not_only_the_first() -> None:
             "did you mean 'app'?",
         ),
         ("ip: 10.66.50.14", "ip: 10.66.50.1", "nodes.rag-01.nics[1].ip", "the gateway of app"),
-        ("vm_id: 6615", "vm_id: 6614", "nodes.obs-01.vm_id", "already used by rag-01"),
+        (
+            "vm_id: 6615",
+            "vm_id: 6614",
+            "nodes.obs-01.vm_id",
+            "already used by rag-01; give each node its own vm_id",
+        ),
+        (
+            "      - {dataset: vectors, path: /srv/vectors, mode: rw}",
+            "      - {dataset: vectors, path: /srv/vectors, mode: rw}\n"
+            "      - {dataset: vectors, path: /srv/vectors}",
+            "nodes.vectordb-01.mounts[1].path",
+            "/srv/vectors is mounted twice on vectordb-01; give each mount its own path",
+        ),
         ("to: rag, port: 8080", "to: rag, port: 80800", "flows[1].port", "out of range"),
         (
             "from: operator, to: all",

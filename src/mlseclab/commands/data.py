@@ -73,7 +73,9 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     try:
         snaps = store.find()
     except PermissionError:
-        raise LabError(f"reading {store.root} needs root (snapshots are 0700)") from None
+        raise LabError(
+            f"reading {store.root} needs root (snapshots are 0700); run it with sudo"
+        ) from None
     if args.json:
         ui.out.print_json(
             json.dumps(

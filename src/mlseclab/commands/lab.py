@@ -104,7 +104,8 @@ def cmd_down(args: argparse.Namespace) -> int:
     else:
         if purge_snapshots:
             raise LabError(
-                "--purge-snapshots is for the local target (Proxmox keeps ZFS snapshots)"
+                "--purge-snapshots is for the local target (Proxmox keeps ZFS snapshots); "
+                "leave it out and destroy those on the hypervisors deliberately"
             )
         target.down(purge_data=args.purge_data, force=args.force)
         snapshots = None
