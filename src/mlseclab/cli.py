@@ -5,15 +5,35 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from mlseclab import __version__, ui
-from mlseclab.errors import ERROR, INTERRUPTED, LabError, SpecError
+from mlseclab.errors import ERROR, INTERRUPTED, USAGE, LabError, SpecError
 
 DEFAULT_SPEC = Path("inventories/reference/lab.yaml")
+
+EXIT_CODES = (
+    f"Exit codes: 0 ok, {ERROR} error, 2 findings (drift or failed checks), "
+    f"{USAGE} usage error (bad command line), {INTERRUPTED} interrupted."
+)
+
+
+class UsageError(Exception):
+    """The command line is wrong; argparse has printed the usage and the message."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors end with ``USAGE``, not argparse's 2 (FINDINGS)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise UsageError(message)
 
 
 def _spec_options(p: argparse.ArgumentParser) -> None:
@@ -37,10 +57,10 @@ def _target_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mlseclab",
         description="Stand up, harden, verify and drift-check a secure ML lab from one spec.",
-        epilog="Exit codes: 0 ok, 1 error, 2 findings (drift or failed checks), 130 interrupted.",
+        epilog=EXIT_CODES,
     )
     parser.add_argument("--version", action="version", version=f"mlseclab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -196,13 +216,27 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _crash_log(exc: BaseException) -> Path:
+    """Write the traceback of ``exc`` to a new file, mode 0600 from the start.
+
+    It goes to ``logs/`` of the state directory ($MLSECLAB_STATE_DIR or .mlseclab),
+    or to the temp directory when that cannot be written.
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for base in (Path(".mlseclab") / "logs", Path("/tmp")):  # noqa: S108 - fallback only
+    text = "".join(traceback.format_exception(exc))
+    bases = [Path(tempfile.gettempdir())]
+    try:
+        from mlseclab.state import state_root
+
+        bases.insert(0, state_root() / "logs")
+    except Exception:  # noqa: S110 - the crash may be in state itself
+        pass
+    for base in bases:
+        path = base / f"mlseclab-crash-{stamp}-{os.getpid()}.log"
         try:
-            base.mkdir(parents=True, exist_ok=True)
-            path = base / f"crash-{stamp}-{os.getpid()}.log"
-            path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
-            path.chmod(0o600)
+            base.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
             return path
         except OSError:
             continue
@@ -211,7 +245,12 @@ def _crash_log(exc: BaseException) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except UsageError:
+        return USAGE
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else ERROR
     try:
         return _dispatch(args)
     except SpecError as exc:  # compiler-style lines, so editors can jump to them

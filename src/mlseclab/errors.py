@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 OK = 0
 ERROR = 1
+#: drift found, or a posture check failed: the command worked and the lab is not as specified
 FINDINGS = 2
+#: the command line was wrong (argparse's 2 is FINDINGS here): EX_USAGE of sysexits.h
+USAGE = 64
 INTERRUPTED = 130
 
 

@@ -9,6 +9,8 @@ with the file, the line, the dotted path and what would be valid.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import difflib
 import ipaddress
 import os
@@ -17,7 +19,8 @@ import stat
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path as FsPath
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -550,9 +553,24 @@ class Waiver(Strict):
     control: str
     nodes: list[str] = Field(default_factory=lambda: [ALL])
     reason: Annotated[str, AfterValidator(lambda v: ab.free_text(v, 500))] = Field(min_length=10)
-    expires: str | None = Field(
-        default=None, description="ISO date after which it no longer applies"
+    expires: dt.date | None = Field(
+        default=None, description="YYYY-MM-DD: the last day it applies (default: no end)"
     )
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _date(cls, value: Any) -> Any:
+        """A real date only: YAML 2027-01-31 (a date already) or the same text quoted."""
+        if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            with contextlib.suppress(ValueError):
+                return dt.date.fromisoformat(value)
+        shown = repr(value) if isinstance(value, str) else str(value)
+        raise ValueError(
+            f"{shown} is not a date; write it as YYYY-MM-DD (e.g. 2027-01-31), "
+            "or leave expires out for a waiver without an end"
+        )
 
     @field_validator("control")
     @classmethod
@@ -664,7 +682,10 @@ def _check_networks(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             ):
                 yield (
                     ("networks", name, "gateway"),
-                    (f"{seg.gateway} is not a host address of {name} ({seg.cidr})"),
+                    (
+                        f"{seg.gateway} is not a host address of {name} ({seg.cidr}); "
+                        "use one inside it, or leave gateway out (the first host)"
+                    ),
                 )
     for i, (name_a, seg_a) in enumerate(items):
         for name_b, seg_b in items[i + 1 :]:
@@ -702,7 +723,7 @@ def _check_networks(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             ("networks",),
             (
                 f"the lab needs exactly one network with purpose mgmt, found {len(mgmt)}"
-                + (f" ({', '.join(mgmt)})" if mgmt else "")
+                + (f" ({', '.join(mgmt)}); keep purpose mgmt on one" if mgmt else "; add one")
             ),
         )
 
@@ -745,7 +766,8 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             if node.vm_id in seen_vmid:
                 yield (
                     (*base, "vm_id"),
-                    f"vm_id {node.vm_id} is already used by {seen_vmid[node.vm_id]}",
+                    f"vm_id {node.vm_id} is already used by {seen_vmid[node.vm_id]}; "
+                    "give each node its own vm_id",
                 )
             seen_vmid.setdefault(node.vm_id, name)
         nets_seen: set[str] = set()
@@ -767,7 +789,10 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             addr = ipaddress.IPv4Address(nic.ip)
             net = seg.network
             if addr not in net:
-                yield (*where, "ip"), f"{nic.ip} is outside network {nic.network} ({seg.cidr})"
+                yield (
+                    (*where, "ip"),
+                    f"{nic.ip} is outside network {nic.network} ({seg.cidr}); use one inside it",
+                )
                 continue
             which = "network" if addr == net.network_address else "broadcast"
             if addr in (net.network_address, net.broadcast_address):
@@ -781,17 +806,20 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             elif addr == seg.gateway_address:
                 yield (
                     (*where, "ip"),
-                    (f"{nic.ip} is the gateway of {nic.network}; the router owns it"),
+                    (f"{nic.ip} is the gateway of {nic.network}; the router owns it, use another"),
                 )
             elif addr in seen_ip:
-                yield (*where, "ip"), f"{nic.ip} is already used by {seen_ip[addr]}"
+                yield (
+                    (*where, "ip"),
+                    f"{nic.ip} is already used by {seen_ip[addr]}; give each NIC its own address",
+                )
             seen_ip.setdefault(addr, f"{name}.nics[{i}]")
         if mgmt_names and not nets_seen & mgmt_names:
             yield (
                 (*base, "nics"),
                 (
                     f"{name} has no NIC on the mgmt network ({_one_of(mgmt_names)}); "
-                    "every node is managed over mgmt"
+                    "every node is managed over mgmt, add one"
                 ),
             )
         if node.gpu is not None and node.kind is not NodeKind.VM:
@@ -825,7 +853,10 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
                     ),
                 )
             if mount.path in paths:
-                yield (*where, "path"), f"{mount.path} is mounted twice on {name}"
+                yield (
+                    (*where, "path"),
+                    f"{mount.path} is mounted twice on {name}; give each mount its own path",
+                )
             paths.add(mount.path)
     for name in spec.datasets:
         if not DNS_LABEL.match(name):
@@ -980,61 +1011,98 @@ _TYPE_WORDS = {
     "model": "a mapping",
     "list": "a list",
     "float": "a number",
+    "date": "a date (YYYY-MM-DD)",
 }
 
 
-def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The model ``annotation`` holds directly (through Annotated and Optional), if any."""
+    for member in _alternatives(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member
+    return None
+
+
+def _alternatives(annotation: Any) -> list[Any]:
+    """``annotation`` without Annotated and None: its members if it is a union, else itself."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _alternatives(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return [m for a in get_args(annotation) if a is not type(None) for m in _alternatives(a)]
+    return [annotation]
+
+
+def _walk_loc(loc: Iterable[str | int]) -> tuple[tuple[str | int, ...], Any]:
+    """Follow a pydantic error location down the schema of :class:`LabSpec`.
+
+    Returns the location without the union member tags pydantic inserts (a tag
+    stands where the schema has a union of several types) and the annotation the
+    location points at (None once it leaves the schema, e.g. under an unknown key).
+    """
+    clean: list[str | int] = []
+    annotation: Any = LabSpec
+    tagged = False
+    for part in loc:
+        members = _alternatives(annotation) if annotation is not None else []
+        if len(members) > 1 and not tagged:  # this part names the member pydantic tried
+            annotation = next((m for m in members if getattr(m, "__name__", "") == part), None)
+            tagged = True
+            continue
+        tagged = False
+        clean.append(part)
+        if not members:
+            continue
+        inner = members[0]
+        model = _inner_model(inner)
+        if model is not None:
+            field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+            annotation = field.annotation if field is not None else None
+        elif get_origin(inner) in (dict, list) and get_args(inner):
+            annotation = get_args(inner)[-1]
+        else:
+            annotation = None
+    return tuple(clean), annotation
+
+
+def _model_at(loc: Iterable[str | int]) -> type[BaseModel] | None:
     """The pydantic model that the location ``loc`` points into, if any."""
-    model: Any = LabSpec
-    rest = list(loc)
-    while rest and model is not None:
-        key = rest.pop(0)
-        field = next((f for n, f in model.model_fields.items() if key in (n, f.alias)), None)
-        if field is None:
-            return None
-        model = _inner_model(field.annotation, rest)
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
-
-
-def _inner_model(annotation: Any, rest: list[str | int]) -> Any:
-    """Strip containers from ``annotation``, consuming their keys from ``rest``."""
-    origin = getattr(annotation, "__origin__", None)
-    args = getattr(annotation, "__args__", ())
-    if origin in (dict, list) and args:
-        if rest:
-            rest.pop(0)
-            return _inner_model(args[-1], rest)
-        return None
-    if args and origin is not None and origin not in (dict, list):  # Optional / Union / Annotated
-        for arg in args:
-            found = _inner_model(arg, list(rest))
-            if isinstance(found, type) and issubclass(found, BaseModel):
-                return found
-        return None
-    return annotation
+    return _inner_model(_walk_loc(loc)[1])
 
 
 def _field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or n for n, f in model.model_fields.items()]
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
 def _describe(err: Any) -> str:
+    """The message for one pydantic error: what is wrong; what would be valid."""
     kind: str = err["type"]
-    got = err.get("input")
-    shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
-    loc = tuple(err["loc"])
+    shown = _shown(err.get("input"))
+    loc = _clean_loc(tuple(err["loc"]))
+    parent = _model_at(loc[:-1]) if loc else None
+    key = str(loc[-1]) if loc else ""
     if kind == "extra_forbidden":
-        parent = _model_at(loc[:-1])
-        valid = _one_of(_field_names(parent)) if parent else "see the spec reference"
-        key = str(loc[-1])
-        return f"unknown key {key!r}; valid keys here: {valid}" + (
-            _suggest(key, _field_names(parent)) if parent else ""
-        )
+        if parent is None:
+            return f"unknown key {key!r}; remove it (see inventories/reference/lab.yaml)"
+        names = _field_names(parent)
+        return f"unknown key {key!r}; valid keys here: {_one_of(names)}" + _suggest(key, names)
     if kind == "missing":
-        return "required key is missing"
+        field = parent.model_fields.get(key) if parent is not None else None
+        what = f": {field.description}" if field is not None and field.description else ""
+        return f"required key {key!r} is missing; add it{what}"
     if kind in ("literal_error", "enum"):
         expected = err.get("ctx", {}).get("expected", "")
         return f"{shown} is not allowed; valid: {expected}"
+    if kind == "int_from_float":
+        return f"expected a whole number, got {shown}"
     if kind.endswith("_type") or kind.endswith("_parsing"):
         word = kind.split("_", 1)[0]
         return f"expected {_TYPE_WORDS.get(word, word)}, got {shown}"
@@ -1042,6 +1110,9 @@ def _describe(err: Any) -> str:
         return (
             f"{shown} is out of range; {err['msg'].lower().replace('input should be ', 'must be ')}"
         )
+    if kind == "string_too_short":
+        least = err.get("ctx", {}).get("min_length", 1)
+        return f"{shown} is too short; write at least {least} characters"
     if kind in ("too_short", "too_long"):
         msg = str(err["msg"])
         return msg.replace("List", "this list").replace("Dictionary", "this mapping")
@@ -1069,15 +1140,8 @@ _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-    # pydantic inserts union member names (e.g. 'int', 'ProxmoxTemplate') into locations
-    return tuple(
-        p
-        for p in loc
-        if not (
-            (isinstance(p, str) and p[:1].isupper())
-            or p in ("int", "str", "none", "function-after")
-        )
-    )
+    """``loc`` without the union member names pydantic inserts (e.g. 'int', 'ProxmoxTemplate')."""
+    return _walk_loc(loc)[0]
 
 
 def parse_spec(text: str, file: str) -> LabSpec:

@@ -279,3 +279,23 @@ def test_a_waiver_for_a_control_no_check_carries_is_a_spec_error(tmp_path: Path)
     assert line.startswith(f"{path}:")
     assert "posture.waivers[1].control: MLSL-NET-99 is not a control any posture check" in line
     assert "MLSL-NET-01" in line
+
+
+def test_an_expired_waiver_no_longer_applies() -> None:
+    import datetime as dt
+    from types import SimpleNamespace
+    from typing import Any
+
+    from mlseclab.posture.plugin import _waiver
+    from mlseclab.spec import Waiver
+
+    today = dt.date.today()
+
+    def lab(expires: dt.date | None) -> Any:
+        w = Waiver(control="MLSL-NET-01", reason="a reason long enough", expires=expires)
+        return SimpleNamespace(spec=SimpleNamespace(posture=SimpleNamespace(waivers=[w])))
+
+    assert _waiver(lab(None), ["MLSL-NET-01"], "rag-01") == "a reason long enough"
+    assert _waiver(lab(today), ["MLSL-NET-01"], "rag-01") == "a reason long enough"
+    assert _waiver(lab(today - dt.timedelta(days=1)), ["MLSL-NET-01"], "rag-01") == ""
+    assert _waiver(lab(today + dt.timedelta(days=400)), ["MLSL-NET-02"], "rag-01") == ""

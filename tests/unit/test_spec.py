@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+import typing
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from helpers.labs import REFERENCE, SPECS, load_text, reference_text
+from mlseclab import posture
 from mlseclab.cli import main
 from mlseclab.errors import SpecError
-from mlseclab.spec import load_spec
+from mlseclab.spec import LabSpec, _dotted, _inner_model, load_spec, validate_data
+from mlseclab.yamlsource import Located
 
 INVALID = sorted((SPECS / "invalid").glob("*.yaml"))
 VALID = sorted((SPECS / "valid").glob("*.yaml"))
@@ -58,6 +67,9 @@ EXPECTED_MISTAKES = {
     "deep-nesting",
     "control-character",
     "impossible-date",
+    "proxmox-template-typo",
+    "waiver-expires-not-a-date",
+    "waiver-unknown-control",
 }
 
 
@@ -73,8 +85,8 @@ def test_every_mistake_has_a_fixture() -> None:
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
 def test_invalid_fixture_fails_with_its_message(path: Path) -> None:
-    with pytest.raises(SpecError) as exc:
-        load_spec(path)
+    with pytest.raises(SpecError) as exc:  # what validate checks: the spec, then the waivers
+        posture.check_waivers(load_spec(path), path)
     assert [str(p) for p in exc.value.problems] == [expected(path)]
 
 
@@ -147,7 +159,19 @@ def test_every_problem_is_reported_not_only_the_first() -> None:
             "did you mean 'app'?",
         ),
         ("ip: 10.66.50.14", "ip: 10.66.50.1", "nodes.rag-01.nics[1].ip", "the gateway of app"),
-        ("vm_id: 6615", "vm_id: 6614", "nodes.obs-01.vm_id", "already used by rag-01"),
+        (
+            "vm_id: 6615",
+            "vm_id: 6614",
+            "nodes.obs-01.vm_id",
+            "already used by rag-01; give each node its own vm_id",
+        ),
+        (
+            "      - {dataset: vectors, path: /srv/vectors, mode: rw}",
+            "      - {dataset: vectors, path: /srv/vectors, mode: rw}\n"
+            "      - {dataset: vectors, path: /srv/vectors}",
+            "nodes.vectordb-01.mounts[1].path",
+            "/srv/vectors is mounted twice on vectordb-01; give each mount its own path",
+        ),
         ("to: rag, port: 8080", "to: rag, port: 80800", "flows[1].port", "out of range"),
         (
             "from: operator, to: all",
@@ -320,3 +344,157 @@ def test_not_a_mapping() -> None:
     with pytest.raises(SpecError) as exc:
         load_text("- just\n- a list\n")
     assert "expected a mapping with keys lab, networks, nodes" in str(exc.value)
+
+
+@functools.cache
+def _reference_data() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(reference_text())
+    return data
+
+
+def _full_spec() -> dict[str, Any]:
+    """The reference lab as data, with every optional section filled in."""
+    data = copy.deepcopy(_reference_data())
+    data["lab"]["target"] = "proxmox"
+    data["posture"]["waivers"] = [{"control": "MLSL-NET-01", "reason": "a reason long enough"}]
+    data["nodes"]["inference-01"]["gpu"] = {"mapping": "gpu-inference"}
+    data["datasets"]["models"]["snapshots"] = {"keep": 3}
+    return data
+
+
+def _model_sites(
+    data: Any, model: type[BaseModel], path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], type[BaseModel]]]:
+    """Every place in ``data`` that holds a mapping of a model, with the model."""
+    yield path, model
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        value = data.get(key)
+        inner = _inner_model(field.annotation)
+        if inner is not None:
+            if isinstance(value, dict):
+                yield from _model_sites(value, inner, (*path, key))
+            continue
+        args = [a for a in typing.get_args(field.annotation) if _inner_model(a) is not None]
+        item = _inner_model(args[-1]) if args else None
+        if item is not None and isinstance(value, dict):
+            for k, v in value.items():
+                yield from _model_sites(v, item, (*path, key, k))
+        elif item is not None and isinstance(value, list):
+            for i, v in enumerate(value):
+                yield from _model_sites(v, item, (*path, key, i))
+
+
+SITES = list({m: (p, m) for p, m in reversed(list(_model_sites(_full_spec(), LabSpec)))}.values())
+SITE_IDS = [_dotted(path) or "spec" for path, _ in SITES]
+
+
+def _at(data: Any, path: tuple[str | int, ...]) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def _problems(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(SpecError) as exc:
+        validate_data(Located(data), "lab.yaml")  # as parse_spec does, without the YAML
+    return [f"{p.path}: {p.message}" for p in exc.value.problems]
+
+
+def test_the_probe_reaches_every_model() -> None:
+    from mlseclab import spec
+
+    models = {
+        m
+        for m in vars(spec).values()
+        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == spec.__name__
+    }
+    assert {m for _, m in SITES} == models - {spec.Strict}
+
+
+@pytest.mark.parametrize(("path", "model"), SITES, ids=SITE_IDS)
+def test_an_unknown_key_anywhere_names_the_valid_keys(
+    path: tuple[str | int, ...], model: type[BaseModel]
+) -> None:
+    data = _full_spec()
+    _at(data, path)["tagg"] = 1
+    names = sorted(f.alias or n for n, f in model.model_fields.items())
+    where = _dotted((*path, "tagg"))
+    assert _problems(data)[0].startswith(
+        f"{where}: unknown key 'tagg'; valid keys here: {', '.join(names)}"
+    )
+
+
+@pytest.mark.parametrize(("path", "model"), SITES, ids=SITE_IDS)
+def test_a_wrong_type_anywhere_is_a_clean_message(
+    path: tuple[str | int, ...], model: type[BaseModel]
+) -> None:
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        for wrong in ({"zz": 1}, [1], 3.5):
+            data = _full_spec()
+            _at(data, path)[key] = wrong
+            problems = _problems(data)  # a SpecError, never a traceback
+            assert problems and all("; " in p or "expected" in p for p in problems), problems
+
+
+def _waived(tmp_path: Path, waiver: str) -> Path:
+    """The reference lab with one waiver (a YAML flow mapping); ``{C}``: control and reason."""
+    waiver = waiver.replace("{C}", "control: MLSL-NET-01, reason: a reason long enough")
+    text = reference_text()
+    assert "  waivers: []" in text
+    path = tmp_path / "lab.yaml"
+    path.write_text(text.replace("  waivers: []", f"  waivers:\n    - {waiver}"), encoding="utf-8")
+    return path
+
+
+def test_waiver_expires_is_a_date_and_validate_warns_when_it_has_passed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datetime as dt
+
+    future = _waived(tmp_path, "{{C}, expires: 2999-01-31}")
+    assert load_spec(future).posture.waivers[0].expires == dt.date(2999, 1, 31)
+    assert main(["validate", str(future)]) == 0
+    assert capsys.readouterr().err == ""
+
+    past = _waived(tmp_path, "{{C}, expires: 2020-01-31}")
+    assert main(["validate", str(past)]) == 0
+    captured = capsys.readouterr()
+    line = next(n for n, ln in enumerate(past.read_text().splitlines(), 1) if "2020-01-31" in ln)
+    assert captured.err == (
+        f"warning: {past}:{line}: posture.waivers[0].expires: the waiver of MLSL-NET-01 expired "
+        "on 2020-01-31 and no longer applies; renew it with a later date or remove it\n"
+    )
+    assert ": valid — lab reference" in captured.out
+
+
+# (an unquoted 2027-13-01 is refused by the loader already, with its line: impossible-date)
+@pytest.mark.parametrize("value", ["never", '"2027-13-01"', "2027-01-31 10:00:00"])
+def test_waiver_expires_that_is_no_date_says_how_to_write_one(tmp_path: Path, value: str) -> None:
+    path = _waived(tmp_path, "{{C}, expires: " + value + "}")
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    (problem,) = exc.value.problems
+    assert problem.path == "posture.waivers[0].expires"
+    assert problem.message.endswith(
+        "is not a date; write it as YYYY-MM-DD (e.g. 2027-01-31), "
+        "or leave expires out for a waiver without an end"
+    )
+
+
+def test_validate_checks_waiver_controls_without_importing_pytest(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = _waived(tmp_path, "{control: MLSL-NET-99, reason: a typo that would waive nothing}")
+    code = (
+        "import sys; from mlseclab.cli import main; rc = main(['validate', sys.argv[1]]); "
+        "assert 'pytest' not in sys.modules and 'mlseclab.posture.plugin' not in sys.modules; "
+        "sys.exit(rc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "posture.waivers[0].control: MLSL-NET-99 is not a control" in proc.stderr

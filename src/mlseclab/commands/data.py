@@ -36,17 +36,17 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     victims = chosen_nodes(ctx, args.nodes)
     target = local_target(ctx, "rebuild")
     start = time.monotonic()
-    ui.info(f"rebuild: {', '.join(victims)} of lab [bold]{ctx.spec.lab.name}[/]")
+    ui.info(f"rebuild: {ui.esc(', '.join(victims))} of lab [bold]{ui.esc(ctx.spec.lab.name)}[/]")
     target.destroy_nodes(victims)
     target.up()  # converges: re-creates the removed nodes from the image, starts stopped ones
     rebuilt = time.monotonic() - start
-    ui.info(f"rebuild: {len(victims)} node(s) re-created in {rebuilt:.1f}s; datasets kept")
+    ui.plain(f"rebuild: {len(victims)} node(s) re-created in {rebuilt:.1f}s; datasets kept")
     if not args.no_harden:
         from mlseclab.commands.harden import harden_lab
 
         if harden_lab(ctx, limit=",".join(victims)).failed:
             return ERROR
-        ui.info(
+        ui.plain(
             f"rebuild: {len(victims)} node(s) re-created and hardened in "
             f"{time.monotonic() - start:.0f}s"
         )
@@ -55,7 +55,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
         run, _ = verify_lab(ctx, victims)
         return OK if run.passed else FINDINGS
-    ui.info(f"  next: mlseclab harden --limit {','.join(victims)}, then mlseclab verify")
+    ui.plain(f"  next: mlseclab harden --limit {','.join(victims)}, then mlseclab verify")
     return OK
 
 
@@ -73,7 +73,9 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     try:
         snaps = store.find()
     except PermissionError:
-        raise LabError(f"reading {store.root} needs root (snapshots are 0700)") from None
+        raise LabError(
+            f"reading {store.root} needs root (snapshots are 0700); run it with sudo"
+        ) from None
     if args.json:
         ui.out.print_json(
             json.dumps(
@@ -86,16 +88,19 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
         )
         return OK
     if not snaps:
-        ui.out.print(f"lab {ctx.spec.lab.name} has no dataset snapshots (in {store.root})")
+        ui.out.print(
+            f"lab {ctx.spec.lab.name} has no dataset snapshots (in {store.root})", markup=False
+        )
         return OK
     table = Table(
-        title=f"snapshots of lab {ctx.spec.lab.name} ({store.root})", title_justify="left"
+        title=ui.esc(f"snapshots of lab {ctx.spec.lab.name} ({store.root})"), title_justify="left"
     )
     for col in ("dataset", "id (UTC time-reason)", "created", "reason", "size"):
         table.add_column(col, justify="right" if col == "size" else "left", no_wrap=True)
     now = dt.datetime.now(dt.UTC)
     for s in snaps:
-        table.add_row(s.dataset, s.id, _age(s.created, now), s.reason, human(s.bytes))
+        cells = (s.dataset, s.id, _age(s.created, now), s.reason, human(s.bytes))
+        table.add_row(*(ui.esc(v) for v in cells))
     ui.out.print(table)
     return OK
 
@@ -126,7 +131,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             )
     start = time.monotonic()
     restored, pre = target.restore_dataset(args.dataset, snap.id)
-    ui.info(
+    ui.plain(
         f"restore: dataset {args.dataset} is snapshot {restored.id} again "
         f"({time.monotonic() - start:.1f}s)"
         + (

@@ -100,29 +100,26 @@ def detect(ctx: Context, nodes: list[str] | None, layers: list[str]) -> DriftRep
 
 def print_report(report: DriftReport) -> None:
     title = f"drift: lab {report.lab}: {len(report.findings)} finding(s)"
-    table = Table(title=title, title_justify="left", show_lines=False)
+    table = Table(title=ui.esc(title), title_justify="left", show_lines=False)
     for col in ("layer", "node", "what", "controls", "expected", "found"):
         table.add_column(col, overflow="fold")
     for f in report.findings:
         what = f.what.partition(" | ")[0]  # a task's control ids go to their own column
         table.add_row(
-            f.layer,
-            f.node,
-            what[:70],
-            ", ".join(f.controls),
-            f.expected[:50],
-            f"[red]{f.found[:50]}[/]",
+            *(ui.esc(v) for v in (f.layer, f.node, what[:70], ", ".join(f.controls))),
+            ui.esc(f.expected[:50]),
+            f"[red]{ui.esc(f.found[:50])}[/]",
         )
     if report.findings:
         ui.out.print(table)
     for f in report.findings:
         if f.detail and f.layer != POSTURE:  # posture evidence is in the verify output above
             lines = f.detail.splitlines()
-            ui.info(f"  [bold]{f.node}[/]: {f.what.partition(' | ')[0][:80]}")
+            ui.info(f"  [bold]{ui.esc(f.node)}[/]: {ui.esc(f.what.partition(' | ')[0][:80])}")
             for line in lines[:12]:
                 ui.out.print(f"      {line}", markup=False, highlight=False)
             if len(lines) > 12:
-                ui.info(f"      ... {len(lines) - 12} more lines in report.json")
+                ui.plain(f"      ... {len(lines) - 12} more lines in report.json")
     for layer, found in report.by_layer().items():
         ran = layer in report.layers_run
         took = report.seconds.get(layer, 0.0)
@@ -197,7 +194,7 @@ def fix(ctx: Context, report: DriftReport, nodes: list[str] | None) -> bool:
     drifted = sorted({f.node for f in report.findings if f.node in ctx.spec.nodes})
     broken: set[str] = set()
     if drifted:
-        ui.info(f"drift --fix: hardening {', '.join(drifted)}")
+        ui.plain(f"drift --fix: hardening {', '.join(drifted)}")
         result = harden_lab(ctx, limit=",".join(drifted))
         broken = {h for h, s in result.hosts.items() if s.failed or s.unreachable}
         if result.failed and not broken:
@@ -239,7 +236,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     directory = new_report_dir(ctx.spec.lab.name, args.reports, kind="drift")
     write_reports(report, directory)
     print_report(report)
-    ui.info(f"drift: reports in {directory}/ (report.json, report.html)")
+    ui.plain(f"drift: reports in {directory}/ (report.json, report.html)")
     if report.errors and not report.findings:
         return ERROR
     if not report.drifted:

@@ -22,17 +22,17 @@ def _show(check: bool) -> Callable[[TaskResult], None]:
     def on_result(r: TaskResult) -> None:
         if r.status == "changed":
             verb = "would change" if check else "changed"
-            ui.info(f"  [yellow]~[/] {r.host}: {r.task} [dim]({verb})[/]")
+            ui.info(f"  [yellow]~[/] {ui.esc(r.host)}: {ui.esc(r.task)} [dim]({verb})[/]")
         elif r.status in ("failed", "unreachable"):
             first = r.message.splitlines()[0] if r.message else r.status
-            ui.info(f"  [red]✗[/] {r.host}: {r.task}: {first}")
+            ui.info(f"  [red]✗[/] {ui.esc(r.host)}: {ui.esc(r.task)}: {ui.esc(first)}")
 
     return on_result
 
 
 def summary_table(result: HardenResult, check: bool) -> Table:
     title = f"{'check' if check else 'harden'}: run {result.ident} ({result.seconds:.0f}s)"
-    table = Table(title=title, title_justify="left")
+    table = Table(title=ui.esc(title), title_justify="left")
     for col in (
         "node",
         "ok",
@@ -44,7 +44,7 @@ def summary_table(result: HardenResult, check: bool) -> Table:
         table.add_column(col, justify="left" if col == "node" else "right")
     for host, s in sorted(result.hosts.items()):
         table.add_row(
-            host,
+            ui.esc(host),
             str(s.ok),
             f"[yellow]{s.changed}[/]" if s.changed else "0",
             f"[red]{s.failed}[/]" if s.failed else "0",
@@ -61,7 +61,7 @@ def prepare(ctx: Context, *, check: bool = False) -> dict[str, Any]:
     not an error): only the wheelhouse's path is looked up for the roles.
     """
     for item in ensure_secrets(ctx.topology, ctx.home):
-        ui.info(f"  [green]+[/] secret: {item}")
+        ui.info(f"  [green]+[/] secret: {ui.esc(item)}")
     if ctx.target != "local":
         return {}
     if ctx.home.inventory.exists():  # the spec may have changed since up wrote it
@@ -95,7 +95,8 @@ def harden_lab(
 ) -> HardenResult:
     with ctx.home.lock("harden"):
         extravars = prepare(ctx, check=check)
-        ui.info(f"harden: lab [bold]{ctx.spec.lab.name}[/]{' (check mode)' if check else ''}")
+        lab = ui.esc(ctx.spec.lab.name)
+        ui.info(f"harden: lab [bold]{lab}[/]{' (check mode)' if check else ''}")
         result = run_playbook(
             ctx.home,
             check=check,
@@ -107,7 +108,7 @@ def harden_lab(
         )
     if not quiet:  # --json prints the summary instead
         ui.out.print(summary_table(result, check))
-    ui.info(f"events: {result.artifacts}")
+    ui.plain(f"events: {result.artifacts}")
     if result.failed:
         bad = sum(1 for h in result.hosts.values() if h.failed or h.unreachable)
         if bad:

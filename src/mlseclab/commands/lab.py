@@ -21,21 +21,24 @@ def cmd_up(args: argparse.Namespace) -> int:
     ctx = load_context(args)
     target = open_target(ctx)
     start = time.monotonic()
-    ui.info(f"up: lab [bold]{ctx.spec.lab.name}[/] on target {ctx.target} from {ctx.spec_path}")
+    ui.info(
+        f"up: lab [bold]{ui.esc(ctx.spec.lab.name)}[/] on target {ctx.target} "
+        f"from {ui.esc(ctx.spec_path)}"
+    )
     target.up()
     changes = getattr(target, "changes", [])
     took = time.monotonic() - start
     if changes:
-        ui.info(f"up: {len(changes)} change(s) in {took:.1f}s; lab {ctx.spec.lab.name} is up")
+        ui.plain(f"up: {len(changes)} change(s) in {took:.1f}s; lab {ctx.spec.lab.name} is up")
     else:
-        ui.info(f"up: nothing to change ({took:.1f}s); lab {ctx.spec.lab.name} is up")
+        ui.plain(f"up: nothing to change ({took:.1f}s); lab {ctx.spec.lab.name} is up")
     if not args.no_harden:
         from mlseclab.commands.harden import harden_lab
 
         if harden_lab(ctx).failed:
             return ERROR
-    ui.info(f"  ssh -F {ctx.home.ssh_config} {next(iter(ctx.spec.nodes))}")
-    ui.info(f"  inventory: {ctx.home.inventory}")
+    ui.plain(f"  ssh -F {ctx.home.ssh_config} {next(iter(ctx.spec.nodes))}")
+    ui.plain(f"  inventory: {ctx.home.inventory}")
     if not args.no_harden and not args.no_verify:
         from mlseclab.commands.verify import verify_lab
 
@@ -54,18 +57,14 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         )
         return OK
-    table = Table(title=f"lab {ctx.spec.lab.name} ({ctx.target})", title_justify="left")
+    table = Table(title=ui.esc(f"lab {ctx.spec.lab.name} ({ctx.target})"), title_justify="left")
     for col in ("node", "role", "kind", "segments", "mgmt", "state"):
         table.add_column(col)
     colour = {"running": "green", "degraded": "yellow", "absent": "dim", "stopped": "red"}
     for r in rows:
         table.add_row(
-            r.name,
-            r.role,
-            r.kind,
-            r.segments,
-            r.mgmt_ip,
-            f"[{colour.get(r.state, 'default')}]{r.state}[/]",
+            *(ui.esc(v) for v in (r.name, r.role, r.kind, r.segments, r.mgmt_ip)),
+            f"[{colour.get(r.state, 'default')}]{ui.esc(r.state)}[/]",
         )
     ui.out.print(table)
     return OK
@@ -105,11 +104,12 @@ def cmd_down(args: argparse.Namespace) -> int:
     else:
         if purge_snapshots:
             raise LabError(
-                "--purge-snapshots is for the local target (Proxmox keeps ZFS snapshots)"
+                "--purge-snapshots is for the local target (Proxmox keeps ZFS snapshots); "
+                "leave it out and destroy those on the hypervisors deliberately"
             )
         target.down(purge_data=args.purge_data, force=args.force)
         snapshots = None
-    ui.info(
+    ui.plain(
         f"down: lab {ctx.spec.lab.name} removed"
         + (
             ""
@@ -118,7 +118,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         )
     )
     if snapshots is not None and snapshots.is_dir():
-        ui.info(
+        ui.plain(
             f"  dataset snapshots kept in {snapshots} (`mlseclab snapshots` lists them, "
             "`mlseclab restore` brings one back, `down --purge-snapshots` deletes them)"
         )

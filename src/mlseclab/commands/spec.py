@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from mlseclab import ui
+from mlseclab import posture, ui
 from mlseclab.cli import DEFAULT_SPEC
 from mlseclab.commands.common import load_context
 from mlseclab.errors import OK, LabError
@@ -28,6 +28,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         Path("inventories") / args.lab / "lab.yaml" if args.lab else DEFAULT_SPEC
     )
     spec = load_spec(path)
+    posture.check_waivers(spec, path)  # a waiver for a control no check carries waives nothing
+    for problem in posture.expired_waivers(spec, path):
+        ui.warn(str(problem))
     topo = derive(spec)
     allowed, total = topo.reachability_counts  # counted: the matrix is never built here
     counts = ", ".join(
@@ -41,7 +44,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     )
     ui.out.print(
         f"{path}: valid — lab {spec.lab.name}: {counts} "
-        f"({allowed} of {total} reachability pairs allowed)"
+        f"({allowed} of {total} reachability pairs allowed)",
+        markup=False,
     )
     return OK
 
@@ -66,12 +70,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     title = f"plan for lab {ctx.spec.lab.name} on target {ctx.target}"
     if plan.offline:
         title += " (offline: computed under mocks, no cluster contacted)"
-    table = Table(title=title, title_justify="left")
+    table = Table(title=ui.esc(title), title_justify="left")
     for col in ("action", "kind", "name", "details"):
         table.add_column(col)
     style = {"create": "green", "exists": "dim", "replace": "yellow", "delete": "red"}
     for r in plan.resources:
-        table.add_row(f"[{style.get(r.action, 'default')}]{r.action}[/]", r.kind, r.name, r.details)
+        table.add_row(
+            f"[{style.get(r.action, 'default')}]{ui.esc(r.action)}[/]",
+            *(ui.esc(v) for v in (r.kind, r.name, r.details)),
+        )
     ui.out.print(table)
     counts: dict[str, int] = {}
     for r in plan.resources:
@@ -82,7 +89,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
     )
     if plan.note:
-        ui.out.print(plan.note)
+        ui.out.print(plan.note, markup=False)
     return OK
 
 
@@ -95,5 +102,5 @@ def cmd_graph(args: argparse.Namespace) -> int:
     out_dir = args.output or ctx.home.root
     written = render(ctx.topology, out_dir, tuple(f for f in formats if f != "dot"))
     for path in written:
-        ui.out.print(str(path))
+        ui.out.print(str(path), markup=False)
     return OK

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from mlseclab import ui
+from mlseclab import posture, ui
 from mlseclab.commands.common import Context, chosen_nodes, load_context
 from mlseclab.errors import FINDINGS, OK, LabError
 from mlseclab.posture.report import FRAMEWORK_NAMES, new_report_dir, score, write_reports
@@ -17,42 +17,15 @@ from mlseclab.posture.runner import FAILING, PostureRun, ScopeRun, run_posture
 
 
 def posture_control_ids() -> set[str]:
-    """The lab control ids the posture suite's checks carry (first argument of each marker)."""
-    import re
-
-    from mlseclab.posture.runner import suite_dir
-
-    marker = re.compile(r"mark\.control\(\s*[\"']([^\"']+)[\"']")
-    found: set[str] = set()
-    for path in suite_dir().glob("test_*.py"):
-        found.update(marker.findall(path.read_text(encoding="utf-8")))
-    return found
+    """The lab control ids the posture suite's checks carry."""
+    return posture.controls()
 
 
 def check_waivers(ctx: Context) -> None:
-    """A waiver must name a control some check carries: a typo would waive nothing, silently."""
-    from mlseclab.errors import SpecError, SpecProblem
-    from mlseclab.yamlsource import load_with_lines
-
-    known = posture_control_ids()
-    bad = [(i, w.control) for i, w in enumerate(ctx.spec.posture.waivers) if w.control not in known]
-    if not bad:
-        return
-    located = load_with_lines(ctx.spec_path.read_text(encoding="utf-8"))
-    problems = []
-    for i, control in bad:
-        prefix = control.rsplit("-", 1)[0]
-        near = sorted(c for c in known if c.startswith(prefix)) or sorted(known)[:8]
-        problems.append(
-            SpecProblem(
-                str(ctx.spec_path),
-                located.line_of(("posture", "waivers", i, "control")),
-                f"posture.waivers[{i}].control",
-                f"{control} is not a control any posture check carries; "
-                f"valid ids include {', '.join(near[:12])}",
-            )
-        )
-    raise SpecError(problems)
+    """A waiver must name a control some check carries (:func:`mlseclab.posture.check_waivers`)."""
+    posture.check_waivers(ctx.spec, ctx.spec_path)
+    for problem in posture.expired_waivers(ctx.spec, ctx.spec_path):
+        ui.warn(str(problem))
 
 
 def _framework_line(fw: str, ids: dict[str, Counter[str]]) -> str:
@@ -71,14 +44,14 @@ def _framework_line(fw: str, ids: dict[str, Counter[str]]) -> str:
 
 
 def print_summary(run: PostureRun, roles: dict[str, str]) -> None:
-    table = Table(title=f"verify: lab {run.lab} ({run.seconds:.0f}s)", title_justify="left")
+    table = Table(title=ui.esc(f"verify: lab {run.lab} ({run.seconds:.0f}s)"), title_justify="left")
     for col in ("node", "role", "passed", "failed", "waived", "n/a"):
         table.add_column(col, justify="left" if col in ("node", "role") else "right")
     for node, c in run.by_node().items():
         bad = c["failed"] + c["error"] + c["skipped"]
         table.add_row(
-            node,
-            roles.get(node, "lab"),
+            ui.esc(node),
+            ui.esc(roles.get(node, "lab")),
             score(c).split(" ")[0],
             f"[red]{bad}[/]" if bad else "0",
             str(c["waived"]),
@@ -86,15 +59,19 @@ def print_summary(run: PostureRun, roles: dict[str, str]) -> None:
         )
     ui.out.print(table)
     for fw, ids in run.by_framework().items():
-        ui.info("  " + _framework_line(fw, ids))
+        ui.plain("  " + _framework_line(fw, ids))
     failures = [r for r in run.results if r["outcome"] in FAILING]
     for r in failures:
         lab_ids = ", ".join(r["controls"]["lab"])
         first = (r["evidence"].strip().splitlines() or [r["outcome"]])[0][:200]
-        ui.info(f"  [red]✗[/] {r['node']}: {lab_ids} {r['title']}: {first}")
+        line = f"{r['node']}: {lab_ids} {r['title']}: {first}"
+        ui.info(f"  [red]✗[/] {ui.esc(line)}")
     for s in run.broken_scopes:
         tail = s.output.strip().splitlines()[-3:] or ["no output"]
-        ui.info(f"  [red]✗[/] {s.scope}: the checks did not run (exit {s.returncode}): {tail[-1]}")
+        ui.info(
+            f"  [red]✗[/] {ui.esc(s.scope)}: the checks did not run (exit {s.returncode}): "
+            f"{ui.esc(tail[-1])}"
+        )
 
 
 def verify_lab(
@@ -112,13 +89,16 @@ def verify_lab(
     chosen = chosen_nodes(ctx, list(nodes or []))
     check_waivers(ctx)
     ctx.home.ensure_control_dir()  # a reboot empties the temp dir the sockets live in
-    ui.info(f"verify: {len(chosen)} node(s) of lab [bold]{ctx.spec.lab.name}[/], in parallel")
+    lab = ui.esc(ctx.spec.lab.name)
+    ui.info(f"verify: {len(chosen)} node(s) of lab [bold]{lab}[/], in parallel")
 
     def done(s: ScopeRun) -> None:
         c = Counter(r["outcome"] for r in s.results)
         bad = sum(c[o] for o in FAILING)
         mark = "[green]✓[/]" if not bad and s.results else "[red]✗[/]"
-        ui.info(f"  {mark} {s.scope}: {len(s.results)} checks, {bad} failed ({s.seconds:.1f}s)")
+        ui.info(
+            f"  {mark} {ui.esc(s.scope)}: {len(s.results)} checks, {bad} failed ({s.seconds:.1f}s)"
+        )
 
     run = run_posture(
         lab=ctx.spec.lab.name,
@@ -134,7 +114,7 @@ def verify_lab(
     print_summary(run, {n: node.role for n, node in ctx.spec.nodes.items()})
     verdict = "[green]all checks pass[/]" if run.passed else "[red]findings[/]"
     names = ", ".join(p.name for p in paths.values())
-    ui.info(f"verify: {verdict}; reports in {directory}/ ({names})")
+    ui.info(f"verify: {verdict}; reports in {ui.esc(directory)}/ ({ui.esc(names)})")
     return run, directory
 
 

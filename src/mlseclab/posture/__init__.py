@@ -1,0 +1,95 @@
+"""The posture suite: where its checks live and which control ids they carry.
+
+This module imports neither pytest nor the suite, so that ``mlseclab validate``
+can check waivers against the catalogue quickly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+from pathlib import Path
+
+from mlseclab.errors import LabError, SpecError, SpecProblem
+from mlseclab.spec import LabSpec
+
+_MARKER = re.compile(r"mark\.control\(\s*[\"']([^\"']+)[\"']")
+
+
+def suite_dir() -> Path:
+    """tests/posture of the checkout mlseclab runs from."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "tests" / "posture"
+        if (candidate / "test_network.py").is_file():
+            return candidate
+    raise LabError(
+        "the posture suite (tests/posture) was not found next to this mlseclab;",
+        "run mlseclab from its checkout (pip install -e .)",
+    )
+
+
+def controls() -> set[str]:
+    """The lab control ids the suite's checks carry (first argument of each control marker)."""
+    found: set[str] = set()
+    for path in sorted(suite_dir().glob("test_*.py")):
+        found.update(_MARKER.findall(path.read_text(encoding="utf-8")))
+    return found
+
+
+def check_waivers(spec: LabSpec, spec_path: Path) -> None:
+    """A waiver must name a control some check carries: a typo would waive nothing, silently.
+
+    Raises :class:`SpecError` with one line per such waiver.
+    """
+    if not spec.posture.waivers:
+        return
+    known = controls()
+    bad = [(i, w.control) for i, w in enumerate(spec.posture.waivers) if w.control not in known]
+    if not bad:
+        return
+    problems = []
+    for i, control in bad:
+        prefix = control.rsplit("-", 1)[0]
+        near = sorted(c for c in known if c.startswith(prefix))
+        close = [] if near else difflib.get_close_matches(control, sorted(known), n=1)
+        near = near or sorted(known)[:8]
+        problems.append(
+            SpecProblem(
+                str(spec_path),
+                _line_of(spec_path, ("posture", "waivers", i, "control")),
+                f"posture.waivers[{i}].control",
+                f"{control} is not a control any posture check carries; "
+                f"valid ids include {', '.join(near[:12])}"
+                + (f"; did you mean {close[0]!r}?" if close else ""),
+            )
+        )
+    raise SpecError(problems)
+
+
+def expired_waivers(
+    spec: LabSpec, spec_path: Path, today: dt.date | None = None
+) -> list[SpecProblem]:
+    """The waivers whose ``expires`` date has passed: they no longer apply (a warning)."""
+    today = today or dt.date.today()
+    return [
+        SpecProblem(
+            str(spec_path),
+            _line_of(spec_path, ("posture", "waivers", i, "expires")),
+            f"posture.waivers[{i}].expires",
+            f"the waiver of {w.control} expired on {w.expires.isoformat()} and no longer "
+            "applies; renew it with a later date or remove it",
+        )
+        for i, w in enumerate(spec.posture.waivers)
+        if w.expires is not None and w.expires < today
+    ]
+
+
+def _line_of(spec_path: Path, path: tuple[str | int, ...]) -> int:
+    from mlseclab.yamlsource import YamlSyntaxError, load_with_lines
+
+    try:
+        return load_with_lines(spec_path.read_text(encoding="utf-8")).line_of(path)
+    except (OSError, UnicodeDecodeError, YamlSyntaxError):
+        return 0

@@ -248,13 +248,13 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 
 def _waiver(lab: PostureLab, controls: list[str], node: str) -> str:
-    today = dt.date.today().isoformat()
+    today = dt.date.today()
     for w in lab.spec.posture.waivers:
         if w.control not in controls:
             continue
         if "all" not in w.nodes and node not in w.nodes:
             continue
-        if w.expires and w.expires < today:
+        if w.expires is not None and w.expires < today:
             continue
         return w.reason
     return ""

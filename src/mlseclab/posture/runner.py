@@ -21,25 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlseclab.errors import LabError
+from mlseclab.posture import suite_dir
 from mlseclab.posture.plugin import FRAMEWORKS, LAB_SCOPE
 
 PASSING = ("passed",)
 NOT_COUNTED = ("waived", "not_applicable")  # shown as such, never as passed or failed
 FAILING = ("failed", "error", "skipped")  # a plain skip is not a pass either
-
-
-def suite_dir() -> Path:
-    """tests/posture of the checkout mlseclab runs from."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "tests" / "posture"
-        if (candidate / "test_network.py").is_file():
-            return candidate
-    raise LabError(
-        "the posture suite (tests/posture) was not found next to this mlseclab;",
-        "run mlseclab from its checkout (pip install -e .)",
-    )
 
 
 @dataclass

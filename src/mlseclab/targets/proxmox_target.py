@@ -62,7 +62,7 @@ class ProxmoxAdapter:
         driver = self._driver()
         driver.preflight()
         with self.ctx.home.lock("up"):
-            outputs = driver.up(on_event=lambda line: ui.info(f"  {line}"))
+            outputs = driver.up(on_event=lambda line: ui.plain(f"  {line}"))
             state = self.ctx.home.read_state()
             state.update(
                 {

@@ -175,7 +175,7 @@ class LocalTarget:
     def _record(self, items: list[str]) -> None:
         self.changes += items
         for item in items:
-            ui.info(f"  [green]+[/] {item}")
+            ui.info(f"  [green]+[/] {ui.esc(item)}")
 
     def up(self) -> None:
         host.preflight(self._lab_cidrs(), [self.names.host_uplink])
@@ -439,7 +439,7 @@ class LocalTarget:
                         f"no state for lab {self.spec.lab.name}, but live resources carry its "
                         f"name: {', '.join(left[:6])}; run `mlseclab down --force` to remove them"
                     )
-                ui.info(f"lab {self.spec.lab.name} is not up; nothing to remove")
+                ui.plain(f"lab {self.spec.lab.name} is not up; nothing to remove")
             self._down(state, purge_data=purge_data, purge_snapshots=purge_snapshots)
             for f in (
                 self.home.state_file,
@@ -512,7 +512,7 @@ class LocalTarget:
             if not d.exists():
                 continue
             if ds.protect and not purge_data:
-                ui.info(f"  [cyan]=[/] dataset {ds_name} kept (protected): {d}")
+                ui.info(f"  [cyan]=[/] dataset {ui.esc(ds_name)} kept (protected): {ui.esc(d)}")
                 continue
             if self.remove_tree(d, made, f"dataset {ds_name}", left):
                 removed.append(f"dataset {ds_name}{' (protected, purged)' if ds.protect else ''}")
@@ -540,7 +540,7 @@ class LocalTarget:
     def _record_removed(self, items: list[str]) -> None:
         self.changes += items
         for item in items:
-            ui.info(f"  [red]-[/] {item}")
+            ui.info(f"  [red]-[/] {ui.esc(item)}")
 
     # -- snapshots ---------------------------------------------------------------------
     def _to_snapshot(self, touched: Iterable[str], *, also_existing: bool = False) -> set[str]:
