@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+
+from record import write_result  # noqa: E402
 
 from helpers.labs import derived_lab_text, write_lab  # noqa: E402
 
@@ -125,14 +126,9 @@ def main() -> int:
     finally:
         if not args.keep:
             timed(*down, env=env, ok=(0, 1))
-    result = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": {"cpus": os.cpu_count(), "kernel": platform.release()},
-        "seconds": {k: round(v, 1) for k, v in out.items()},
-        "facts": facts,
-    }
-    dest = ROOT / "bench" / "results" / f"lab_ops-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    dest.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    dest = write_result(
+        "lab_ops", {"seconds": {k: round(v, 1) for k, v in out.items()}, "facts": facts}
+    )
     width = max(len(k) for k in out)
     for k, v in out.items():
         print(f"{k:<{width}}  {v:7.1f} s")

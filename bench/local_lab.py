@@ -11,9 +11,7 @@ real CLI as a separate process, the way a user runs it. Results go to
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+
+from record import write_result  # noqa: E402
 
 from helpers.labs import derived_lab_text, leftovers, write_lab  # noqa: E402
 from mlseclab.targets.local.names import LocalNames  # noqa: E402
@@ -98,20 +98,12 @@ def main() -> int:
     first = summary["first up (image cached)"]["median_s"]
     second = summary["second up"]["median_s"]
     report = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
         "lab": "reference (5 nodes)",
         "results": summary,
         "second_over_first": round(second / first, 3),
         "leftovers_after_down": left,
     }
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"local_lab-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
-        json.dumps(report, indent=2) + "\n", encoding="utf-8"
-    )
+    write_result("local_lab", report)
     print(f"{'step':28} {'median':>8} {'min':>8} {'max':>8}")
     for name, r in summary.items():
         print(f"{name:28} {r['median_s']:>7.2f}s {r['min_s']:>7.2f}s {r['max_s']:>7.2f}s")

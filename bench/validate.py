@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+
+from record import write_result  # noqa: E402
 
 from helpers.bigspec import write_big_spec  # noqa: E402
 from mlseclab.cli import main as cli_main  # noqa: E402
@@ -78,18 +78,7 @@ def main() -> int:
             "cli_max_s": round(max(cli), 3),
             "runs": args.runs,
         }
-    report = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "results": results,
-    }
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"validate-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
-        json.dumps(report, indent=2) + "\n", encoding="utf-8"
-    )
+    write_result("validate", {"results": results})
     print(f"{'nodes':>5} {'spec':>8} {'in-process':>11} {'max':>8} {'cli':>8} {'max':>8}")
     for nodes, r in results.items():
         print(
