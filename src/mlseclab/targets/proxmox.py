@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any
 
 from mlseclab.errors import TargetError
 from mlseclab.spec import LabSpec
@@ -52,33 +52,10 @@ ENDPOINT_ENV = "PROXMOX_VE_ENDPOINT"
 TOKEN_CONFIG = "mlseclab:proxmoxToken"  # noqa: S105 - a config key
 
 
-class IgnoredChange(NamedTuple):
-    """One ``ignore_changes`` entry: it hides drift too, so the drift report lists it."""
-
-    type: str
-    property: str
-    reason: str
-
-
-#: Every ``ignore_changes`` the stacks pass (``stacks/compute.py`` reads it from here).
-IGNORED_CHANGES: list[IgnoredChange] = [
-    IgnoredChange(
-        "proxmoxve:index/vmLegacy:VmLegacy",
-        "vga",
-        "a clone inherits the template's display; the provider diffs it on every run (bpg#1224)",
-    ),
-    IgnoredChange(
-        "proxmoxve:index/vmLegacy:VmLegacy",
-        "clone",
-        "the template is only the starting image: a new template must not replace "
-        "running VMs (use rebuild); a tag lookup would otherwise re-resolve each run",
-    ),
-]
-
-
-def ignored_properties(type_name: str) -> list[str]:
-    """Properties to pass as ``ignore_changes`` for a provider class (e.g. ``VmLegacy``)."""
-    return [c.property for c in IGNORED_CHANGES if c.type.rsplit(":", 1)[-1] == type_name]
+def ignored_changes() -> list[Any]:
+    """The program's ``ignore_changes`` table (``stacks/ignored.py``): drift cannot see these."""
+    table: list[Any] = stacks_module("ignored").IGNORED_CHANGES
+    return table
 
 
 # ---------------------------------------------------------------------------
@@ -678,7 +655,8 @@ class ProxmoxTarget:
 
     def drift(self) -> list[DriftItem]:
         """What changed on the cluster since the last ``up`` (refresh preview), per resource,
-        then what ``up`` would change to match the spec again. IGNORED_CHANGES are not seen."""
+        then what ``up`` would change to match the spec again. The program's
+        ignored_changes() are not seen."""
         stack = self._stack()
         from pulumi import automation as auto
 
