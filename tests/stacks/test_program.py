@@ -15,7 +15,7 @@ from stacks.ignored import IGNORED_CHANGES
 from stacks.settings import TEST_SSH_KEY
 
 from mlseclab.spec import LabSpec
-from mlseclab.targets.proxmox import CapturedResource, capture
+from mlseclab.targets.proxmox.offline import CapturedResource, capture
 from stacks import firewall, provider
 
 Resources = list[CapturedResource]

@@ -54,6 +54,6 @@ def open_target(ctx: Context) -> Target:
         from mlseclab.targets.local.target import LocalTarget
 
         return LocalTarget(ctx.spec, ctx.topology, ctx.home)
-    from mlseclab.targets.proxmox_target import ProxmoxAdapter
+    from mlseclab.targets.proxmox.target import ProxmoxTarget
 
-    return ProxmoxAdapter(ctx)
+    return ProxmoxTarget(ctx)
