@@ -116,14 +116,8 @@ class ProxmoxTarget:
     def status(self) -> list[NodeStatus]:
         recorded = self.ctx.home.read_state().get("nodes", {})
         return [
-            NodeStatus(
-                name=n.name,
-                role=n.role,
-                kind=RUNTIME_KIND,
-                segments=", ".join(f"{i.network} {i.ip}" for i in n.interfaces),
-                mgmt_ip=n.mgmt.ip,
-                state="provisioned" if n.name in recorded else "absent",
-                detail=f"vm_id {recorded[n.name]['vm_id']}" if n.name in recorded else "",
-            )
+            NodeStatus.of(n, RUNTIME_KIND, "provisioned", f"vm_id {recorded[n.name]['vm_id']}")
+            if n.name in recorded
+            else NodeStatus.of(n, RUNTIME_KIND, "absent")
             for n in self.ctx.topology.nodes.values()
         ]
