@@ -19,9 +19,9 @@ from typing import Any
 import pulumi
 
 from mlseclab.spec import LabSpec, Purpose
-from mlseclab.targets.proxmox import ignored_properties
 from mlseclab.topology import Interface, Topology
 from stacks import provider
+from stacks.ignored import ignored_properties
 from stacks.network import Attachment, proxmox_settings
 from stacks.settings import StackSettings
 

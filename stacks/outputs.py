@@ -1,6 +1,6 @@
 """Stack output keys: the contract between the Pulumi program and mlseclab.
 
-The driver (``mlseclab.targets.proxmox``) reads these keys to write the same
+The driver (``mlseclab.targets.proxmox.engine``) reads these keys to write the same
 inventory the local target writes; tests import them too. Only ids, addresses
 and names are exported, plus the lab token as a Pulumi secret (encrypted in the
 state, never printed by mlseclab).

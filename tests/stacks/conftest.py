@@ -2,7 +2,7 @@
 
 The repository root goes on ``sys.path`` so that ``import stacks`` and
 ``import policy.rules`` work as they do for the Pulumi CLI. Programs run through
-``mlseclab.targets.proxmox.capture``, which sets the Pulumi mocks
+``mlseclab.targets.proxmox.offline.capture``, which sets the Pulumi mocks
 (``preview=False``) in a fresh thread, event loop and settings before it imports
 and runs ``stacks.lab.build``: each call is independent of the previous one.
 """
@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 from stack_variants import REFERENCE  # noqa: E402
 
 from mlseclab.spec import LabSpec, load_spec  # noqa: E402
-from mlseclab.targets.proxmox import CapturedResource, capture  # noqa: E402
+from mlseclab.targets.proxmox.offline import CapturedResource, capture  # noqa: E402
 
 
 @pytest.fixture(scope="session")

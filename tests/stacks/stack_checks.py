@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from mlseclab.spec import ANY, OPERATOR, LabSpec, Purpose
-from mlseclab.targets.proxmox import CapturedResource
+from mlseclab.targets.proxmox.offline import CapturedResource
 from mlseclab.topology import derive
 from stacks import provider
 

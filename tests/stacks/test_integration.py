@@ -15,7 +15,7 @@ import pytest
 from stack_variants import REFERENCE
 
 from mlseclab.spec import LabSpec
-from mlseclab.targets.proxmox import ProxmoxTarget
+from mlseclab.targets.proxmox.engine import PulumiEngine
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pulumi") is None or not os.environ.get("PROXMOX_VE_ENDPOINT"),
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_preview_then_optionally_apply(reference_spec: LabSpec, tmp_path: Path) -> None:
-    target = ProxmoxTarget(reference_spec, REFERENCE, tmp_path / "state")
+    target = PulumiEngine(reference_spec, REFERENCE, tmp_path / "state")
     target.preflight()
     plan = target.plan()
     assert (

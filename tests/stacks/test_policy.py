@@ -7,7 +7,7 @@ import copy
 import pytest
 from policy import rules
 
-from mlseclab.targets.proxmox import CapturedResource
+from mlseclab.targets.proxmox.offline import CapturedResource
 from stacks import provider
 
 Resources = list[CapturedResource]

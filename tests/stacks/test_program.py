@@ -11,10 +11,11 @@ import dataclasses
 
 import pytest
 import stack_checks as checks
+from stacks.ignored import IGNORED_CHANGES
 from stacks.settings import TEST_SSH_KEY
 
 from mlseclab.spec import LabSpec
-from mlseclab.targets.proxmox import IGNORED_CHANGES, CapturedResource, capture
+from mlseclab.targets.proxmox.offline import CapturedResource, capture
 from stacks import firewall, provider
 
 Resources = list[CapturedResource]

@@ -10,7 +10,7 @@ from stacks.compute import vm_ids
 from stacks.settings import TEST_SSH_KEY
 
 from mlseclab.spec import LabSpec
-from mlseclab.targets.proxmox import capture
+from mlseclab.targets.proxmox.offline import capture
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -36,9 +36,9 @@ def infrastructure(ctx: Context, nodes: list[str] | None) -> list[DriftFinding]:
 
         assert isinstance(target, LocalTarget)
         return infrastructure_drift(target, nodes)
-    from mlseclab.targets.proxmox_target import ProxmoxAdapter
+    from mlseclab.targets.proxmox.target import ProxmoxTarget
 
-    assert isinstance(target, ProxmoxAdapter)
+    assert isinstance(target, ProxmoxTarget)
     items = target._driver().drift()
     return [
         DriftFinding(

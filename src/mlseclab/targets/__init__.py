@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from mlseclab.commands.common import Context
+    from mlseclab.topology import LabNode
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,19 @@ class NodeStatus:
     state: str  # running | stopped | absent | unknown
     detail: str = ""
 
+    @classmethod
+    def of(cls, node: LabNode, kind: str, state: str, detail: str = "") -> NodeStatus:
+        """The row for one lab node: name, role and addresses from the topology."""
+        return cls(
+            name=node.name,
+            role=node.role,
+            kind=kind,
+            segments=", ".join(f"{i.network} {i.ip}" for i in node.interfaces),
+            mgmt_ip=node.mgmt.ip,
+            state=state,
+            detail=detail,
+        )
+
 
 class Target(Protocol):
     runtime_kind: str
@@ -54,6 +68,6 @@ def open_target(ctx: Context) -> Target:
         from mlseclab.targets.local.target import LocalTarget
 
         return LocalTarget(ctx.spec, ctx.topology, ctx.home)
-    from mlseclab.targets.proxmox_target import ProxmoxAdapter
+    from mlseclab.targets.proxmox.target import ProxmoxTarget
 
-    return ProxmoxAdapter(ctx)
+    return ProxmoxTarget(ctx)

@@ -700,17 +700,7 @@ class LocalTarget:
                 state = "stopped"
             else:
                 state = "absent"
-            out.append(
-                NodeStatus(
-                    name=node.name,
-                    role=node.role,
-                    kind=RUNTIME_KIND,
-                    segments=", ".join(f"{i.network} {i.ip}" for i in node.interfaces),
-                    mgmt_ip=node.mgmt.ip,
-                    state=state,
-                    detail=f"pid {pid}" if pid else "",
-                )
-            )
+            out.append(NodeStatus.of(node, RUNTIME_KIND, state, f"pid {pid}" if pid else ""))
         return out
 
 

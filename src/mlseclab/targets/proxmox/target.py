@@ -1,8 +1,9 @@
-"""Adapter from the CLI's target interface to the Proxmox driver (targets/proxmox.py).
+"""The ``proxmox`` target as the commands see it (the Target protocol).
 
-The driver speaks Pulumi; this adapter turns its plan into the CLI's table,
-writes the same inventory and ssh_config the local target writes, and falls
-back to the offline plan (the program under mocks) when no cluster is reachable.
+The engine (``engine.py``) speaks Pulumi; this class turns its plan into the
+CLI's table, writes the same inventory and ssh_config the local target writes,
+and falls back to the offline plan (the program under mocks, ``offline.py``)
+when the engine cannot run here.
 """
 
 from __future__ import annotations
@@ -16,30 +17,25 @@ from mlseclab.inventory import write_inventory
 from mlseclab.state import write_private
 from mlseclab.targets import NodeStatus, Plan, PlannedAction
 from mlseclab.targets.local.host import run
+from mlseclab.targets.proxmox.engine import PulumiEngine
+from mlseclab.targets.proxmox.offline import plan_offline
 
 if TYPE_CHECKING:
     from mlseclab.commands.common import Context
-    from mlseclab.targets.proxmox import ProxmoxTarget
 
 RUNTIME_KIND = "vm"
 
 
-class ProxmoxAdapter:
+class ProxmoxTarget:
     runtime_kind = RUNTIME_KIND
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.changes: list[str] = []
 
-    def _driver(self) -> ProxmoxTarget:
-        try:
-            from mlseclab.targets.proxmox import ProxmoxTarget
-        except ImportError as exc:  # the proxmox extra is not installed
-            raise TargetError(
-                f"the proxmox target needs the Pulumi SDK ({exc.name} is missing); "
-                "install it with `pip install -e '.[proxmox]'`"
-            ) from None
-        return ProxmoxTarget(self.ctx.spec, self.ctx.spec_path, self.ctx.home.root)
+    def _driver(self) -> PulumiEngine:
+        """The engine for this lab; Pulumi itself is imported only when the engine runs."""
+        return PulumiEngine(self.ctx.spec, self.ctx.spec_path, self.ctx.home.root)
 
     def plan(self) -> Plan:
         driver = self._driver()
@@ -50,7 +46,7 @@ class ProxmoxAdapter:
                 PlannedAction(
                     "create", r.type.split(":")[-1] if ":" in r.type else r.type, r.name, r.summary
                 )
-                for r in driver.plan_offline()
+                for r in plan_offline(self.ctx.spec, self.ctx.spec_path)
             ]
             return Plan(resources=resources, offline=True, note=f"offline because: {exc.lines[0]}")
         result = driver.plan()
@@ -120,14 +116,8 @@ class ProxmoxAdapter:
     def status(self) -> list[NodeStatus]:
         recorded = self.ctx.home.read_state().get("nodes", {})
         return [
-            NodeStatus(
-                name=n.name,
-                role=n.role,
-                kind=RUNTIME_KIND,
-                segments=", ".join(f"{i.network} {i.ip}" for i in n.interfaces),
-                mgmt_ip=n.mgmt.ip,
-                state="provisioned" if n.name in recorded else "absent",
-                detail=f"vm_id {recorded[n.name]['vm_id']}" if n.name in recorded else "",
-            )
+            NodeStatus.of(n, RUNTIME_KIND, "provisioned", f"vm_id {recorded[n.name]['vm_id']}")
+            if n.name in recorded
+            else NodeStatus.of(n, RUNTIME_KIND, "absent")
             for n in self.ctx.topology.nodes.values()
         ]

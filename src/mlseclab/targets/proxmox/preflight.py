@@ -1,0 +1,261 @@
+"""What the real engine needs, checked before it runs; failures worded as one line.
+
+:meth:`Preflight.check` looks at the Pulumi SDK, the ``pulumi`` CLI, the
+``proxmoxve`` plugin, the API token, the endpoint and the token's privileges, in
+that order, and raises :class:`TargetError` naming the first thing missing and
+how to get it. :func:`explain` turns an engine failure into one actionable line;
+neither ever echoes the token (:func:`redact`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlseclab.errors import TargetError
+from mlseclab.spec import LabSpec
+from mlseclab.targets.proxmox.program import (
+    ENDPOINT_ENV,
+    PLUGIN,
+    PLUGIN_VERSION,
+    TOKEN_CONFIG,
+    TOKEN_ENV,
+    project_dir,
+    stacks_module,
+)
+
+
+def pulumi_home() -> Path:
+    return Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
+
+
+def plugin_installed() -> bool:
+    plugins = pulumi_home() / "plugins"
+    return any(plugins.glob(f"resource-{PLUGIN}-v*"))
+
+
+def stack_config_has_token(stack: str) -> bool:
+    cfg = project_dir() / f"Pulumi.{stack}.yaml"
+    try:
+        text = cfg.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return re.search(rf"^\s*{re.escape(TOKEN_CONFIG)}:\s*\n\s*secure:", text, re.M) is not None
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """The checks for one lab spec (``spec_path`` only names the file in messages)."""
+
+    spec: LabSpec
+    spec_path: Path
+
+    @property
+    def endpoint(self) -> str:
+        env = os.environ.get(ENDPOINT_ENV)
+        if env:
+            return env
+        if self.spec.lab.proxmox is None:
+            raise TargetError(
+                f"no Proxmox endpoint: set {ENDPOINT_ENV} or lab.proxmox.endpoint "
+                f"in {self.spec_path}"
+            )
+        return self.spec.lab.proxmox.endpoint
+
+    def check(self) -> None:
+        """Raise :class:`TargetError` if anything the real engine needs is missing."""
+        if self.spec.lab.proxmox is None:
+            raise TargetError(
+                f"{self.spec_path}: lab.proxmox is missing; add endpoint, nodes and template"
+            )
+        try:
+            import pulumi.automation  # noqa: F401
+        except ImportError:
+            raise TargetError(
+                "the Pulumi Python SDK is missing; install the Proxmox extra: "
+                "pip install 'mlseclab[proxmox]'"
+            ) from None
+        if shutil.which("pulumi") is None:
+            raise TargetError(
+                "the pulumi CLI is not on PATH; install it "
+                "(https://www.pulumi.com/docs/install/) or use "
+                "`mlseclab plan --target proxmox` for the offline plan"
+            )
+        if not plugin_installed():
+            raise TargetError(
+                f"the {PLUGIN} resource plugin is not in {pulumi_home() / 'plugins'}; run "
+                f"`pulumi plugin install resource {PLUGIN} {PLUGIN_VERSION}` (offline sites: "
+                "copy the plugin directory into PULUMI_HOME/plugins)"
+            )
+        project_dir()
+        if not os.environ.get(TOKEN_ENV) and not stack_config_has_token(self.spec.lab.name):
+            raise TargetError(
+                f"no Proxmox API token: export {TOKEN_ENV}='user@realm!name=secret' or set it "
+                f"as a secret: pulumi config set --secret {TOKEN_CONFIG} (value on stdin)"
+            )
+        self._check_endpoint()
+
+    def _check_endpoint(self) -> None:
+        """The endpoint answers, accepts the token, and the token holds what the stack needs."""
+        token = os.environ.get(TOKEN_ENV)
+        base = self.endpoint.rstrip("/") + "/api2/json"
+        try:
+            self._api(base + "/version", token)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                raise TargetError(
+                    f"{self.endpoint} rejected the API token in {TOKEN_ENV}; "
+                    "check the token id and secret (user@realm!name=uuid)"
+                ) from None
+            raise TargetError(
+                f"{self.endpoint} answered HTTP {exc.code} to /version; "
+                "is this a Proxmox VE API endpoint?"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TargetError(
+                f"{self.endpoint} does not answer ({reason}); check "
+                f"lab.proxmox.endpoint or {ENDPOINT_ENV}, and the network "
+                "path to port 8006"
+            ) from None
+        if token is None:
+            return  # the token is in secret config: the engine reports missing privileges
+        try:
+            perms = self._api(base + "/access/permissions", token)
+        except (urllib.error.URLError, OSError):
+            return
+        missing = missing_privileges(perms.get("data") or {}, self.required_privileges())
+        if missing:
+            path, priv, why = missing[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise TargetError(
+                f"the API token lacks {priv} on {path}, needed to {why}{more}; "
+                "grant it with an ACL (see docs/proxmox.md)"
+            )
+
+    def _api(self, url: str, token: str | None) -> dict[str, Any]:
+        px = self.spec.lab.proxmox
+        ctx = ssl.create_default_context()
+        if px is not None and px.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        req = urllib.request.Request(url)  # noqa: S310 - https endpoint validated by the spec
+        if token:
+            req.add_header("Authorization", f"PVEAPIToken={token}")
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:  # noqa: S310
+            data: dict[str, Any] = json.load(resp)
+            return data
+
+    def required_privileges(self) -> list[tuple[str, str, str]]:
+        """(path, privilege, why) the identity that runs the stack needs."""
+        px = self.spec.lab.proxmox
+        assert px is not None
+        access = stacks_module("access")
+        pool = px.pool or f"mlseclab-{self.spec.lab.name}"
+        out: list[tuple[str, str, str]] = [
+            ("/", "Sys.Audit", "read cluster and node status"),
+            ("/", "Sys.Modify", "set the cluster firewall options and security groups"),
+            ("/", "Permissions.Modify", "grant the lab token and operator groups their ACLs"),
+            ("/access", "User.Modify", "create the lab user, token and operator groups"),
+            (f"/pool/{pool}", "Pool.Allocate", "create the lab pool and put VMs in it"),
+        ]
+        if px.network_mode == "sdn":
+            out.append(("/sdn", "SDN.Allocate", "create the lab's SDN zone, vnets and subnets"))
+        else:
+            out += [
+                (f"/nodes/{n}", "Sys.Modify", f"create the lab bridge on {n}") for n in px.nodes
+            ]
+        if any(n.mounts for n in self.spec.nodes.values()):
+            out.append(("/mapping/dir", "Mapping.Modify", "create the dataset mappings"))
+        table = [*access.LAB_VMS, *access.LAB_STORAGE, *access.LAB_NETWORK]
+        for priv, why in table:
+            if priv.startswith("VM.") or priv.startswith("Pool."):
+                out.append((f"/pool/{pool}", priv, why))
+            elif priv.startswith("Datastore."):
+                out.append((f"/storage/{px.datastore}", priv, why))
+            else:
+                out.append(("/sdn/zones", priv, why))
+        if px.template.vm_id is not None:
+            out.append((f"/vms/{px.template.vm_id}", "VM.Clone", "clone the template"))
+        for n in self.spec.nodes.values():
+            if n.gpu is not None:
+                out.append(
+                    (
+                        f"/mapping/pci/{n.gpu.mapping}",
+                        "Mapping.Use",
+                        f"pass GPU mapping {n.gpu.mapping} through",
+                    )
+                )
+        return out
+
+
+# -- pure helpers, tested without the CLI ----------------------------------------------
+def missing_privileges(
+    granted: Mapping[str, Mapping[str, Any]], required: list[tuple[str, str, str]]
+) -> list[tuple[str, str, str]]:
+    """Required (path, privilege, why) not granted on the path or any parent of it."""
+
+    def parents(path: str) -> Iterator[str]:
+        parts = path.strip("/").split("/")
+        for i in range(len(parts), -1, -1):
+            yield "/" + "/".join(parts[:i]) if i else "/"
+
+    return [
+        (path, priv, why)
+        for path, priv, why in required
+        if not any(granted.get(p, {}).get(priv) for p in parents(path))
+    ]
+
+
+_PERMISSION = re.compile(r"Permission check failed \(([^,]+), ([A-Za-z.]+)\)")
+
+
+def explain(message: str) -> str:
+    """One actionable line from a Pulumi/Proxmox failure; never echoes secrets."""
+    if m := _PERMISSION.search(message):
+        return (
+            f"the API token lacks {m.group(2)} on {m.group(1)}; grant it with an ACL "
+            "(see docs/proxmox.md)"
+        )
+    if "no resource plugin" in message or "could not find plugin" in message.lower():
+        return (
+            f"the {PLUGIN} resource plugin is missing; run `pulumi plugin install resource "
+            f"{PLUGIN} {PLUGIN_VERSION}`"
+        )
+    if "incorrect passphrase" in message or "passphrase must be set" in message:
+        return (
+            "the stack passphrase is wrong or missing; set PULUMI_CONFIG_PASSPHRASE_FILE "
+            "to the file it was created with"
+        )
+    if "connection refused" in message or "no such host" in message or "i/o timeout" in message:
+        return "the Proxmox endpoint does not answer; check lab.proxmox.endpoint and port 8006"
+    if "401" in message and "authentication" in message.lower():
+        return f"the Proxmox API rejected the token; check {TOKEN_ENV}"
+    lines = [ln.strip() for ln in message.splitlines() if "error:" in ln]
+    detail = redact(
+        lines[-1]
+        if lines
+        else message.strip().splitlines()[-1]
+        if message.strip()
+        else "unknown error"
+    )
+    return f"pulumi failed: {detail[:300]}"
+
+
+def redact(text: str) -> str:
+    """``text`` without the API token (whole, or its secret half) or any PVEAPIToken header."""
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        text = text.replace(token, "***")
+        if "=" in token:
+            text = text.replace(token.split("=", 1)[1], "***")
+    return re.sub(r"PVEAPIToken=\S+", "PVEAPIToken=***", text)
