@@ -649,7 +649,11 @@ def _check_networks(spec: LabSpec) -> Iterator[tuple[Path, str]]:
         if not SEGMENT_NAME.match(name):
             yield (
                 ("networks", name),
-                (f"{name!r} is not a segment name; use 1-12 lowercase letters, digits and '-'"),
+                (
+                    f"{name!r} is not a segment name; use 1-12 lowercase letters, digits and "
+                    "'-', starting with a letter (its bridge br-<name> is an interface name of "
+                    "at most 15 characters), e.g. inference"
+                ),
             )
         if seg.vlan in seen_vlan:
             yield (

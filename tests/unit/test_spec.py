@@ -50,6 +50,7 @@ EXPECTED_MISTAKES = {
     "proxmox-datastore-slash",
     "model-name-with-quote",
     "node-tag-with-space",
+    "segment-name-too-long",
     "datasets-root-system-dir",
     "datasets-root-inside-etc",
     "mount-path-proc",
