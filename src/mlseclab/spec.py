@@ -579,6 +579,14 @@ class Waiver(Strict):
             raise ValueError(f"{value!r} is not a control id, e.g. MLSL-OS-02")
         return value
 
+    def expired(self, today: dt.date) -> bool:
+        """Past its ``expires`` day (the day itself still applies)."""
+        return self.expires is not None and self.expires < today
+
+    def covers(self, control: str, node: str) -> bool:
+        """It names ``control`` and ``node`` (or every node)."""
+        return control == self.control and (ALL in self.nodes or node in self.nodes)
+
 
 class Posture(Strict):
     profile: Literal["baseline", "strict"] = "baseline"

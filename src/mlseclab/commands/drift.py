@@ -22,7 +22,6 @@ from mlseclab.drift import (
 )
 from mlseclab.errors import ERROR, FINDINGS, OK, LabError, TargetError
 from mlseclab.posture.report import FRAMEWORK_NAMES, new_report_dir, score
-from mlseclab.posture.runner import FAILING
 from mlseclab.templating import render_html
 
 
@@ -200,7 +199,7 @@ def fix(ctx: Context, report: DriftReport, nodes: list[str] | None) -> bool:
         if result.failed and not broken:
             return False  # the playbook itself failed: nothing to rebuild
     run, _ = verify_lab(ctx, nodes)
-    broken |= {r["node"] for r in run.results if r["outcome"] in FAILING} & set(ctx.spec.nodes)
+    broken |= {r.node for r in run.results if r.failing} & set(ctx.spec.nodes)
     if run.passed and not broken:
         return True
     if ctx.target != "local" or not broken:
