@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlseclab import alphabets as ab
+from mlseclab.catalog import BUILTIN_PREFIX, BUILTIN_SHA256, FILE_PREFIX, PICKLE_SUFFIXES
 from mlseclab.errors import SpecError, SpecProblem
 from mlseclab.yamlsource import Located, Path, YamlSyntaxError, load_with_lines
 
@@ -470,8 +471,7 @@ class Node(Strict):
     )
 
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-MODEL_SOURCES = ("builtin:", "file:")
+MODEL_SOURCES = (BUILTIN_PREFIX, FILE_PREFIX)
 
 
 class LabModel(Strict):
@@ -603,6 +603,16 @@ class LabSpec(Strict):
     posture: Posture = Posture()
 
     # -- lookups used across the code base --------------------------------
+    def mounts_of(self, dataset: str, *, writers_only: bool = False) -> tuple[str, ...]:
+        """The nodes that mount ``dataset`` (read-write only, with ``writers_only``)."""
+        return tuple(
+            name
+            for name, node in self.nodes.items()
+            if any(
+                m.dataset == dataset and (m.mode == "rw" or not writers_only) for m in node.mounts
+            )
+        )
+
     def mgmt_segment_name(self) -> str:
         return next(n for n, s in self.networks.items() if s.purpose is Purpose.MGMT)
 
@@ -910,8 +920,6 @@ def _check_flows(spec: LabSpec) -> Iterator[tuple[Path, str]]:
 
 
 def _check_models(spec: LabSpec) -> Iterator[tuple[Path, str]]:
-    from mlseclab.catalog import BUILTIN_SHA256
-
     for name, model in spec.models.items():
         base: Path = ("models", name)
         if not ab.MODEL_NAME.fullmatch(name):
@@ -951,8 +959,9 @@ def _check_models(spec: LabSpec) -> Iterator[tuple[Path, str]]:
     if spec.models:
         serving = [n for n, node in spec.nodes.items() if node.role is Role.INFERENCE]
         for name, model in spec.models.items():
+            mounting = spec.mounts_of(model.dataset)
             for node in serving:
-                if not any(m.dataset == model.dataset for m in spec.nodes[node].mounts):
+                if node not in mounting:
                     yield (
                         ("nodes", node, "mounts"),
                         (
