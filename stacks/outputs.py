@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import pulumi
 
+from mlseclab.spec import OPERATOR_USER
+
 #: ``{node name: {MGMT_IP: "10.66.10.12", VM_ID: 6612, PVE_NODE: "pve-01", ...}}``
 NODES = "nodes"
 MGMT_IP = "mgmtIp"
@@ -31,7 +33,7 @@ AUTOMATION_TOKEN_ID = "automationTokenId"  # noqa: S105 - an output key
 AUTOMATION_TOKEN = "automationToken"  # noqa: S105 - an output key (its value is secret)
 
 #: The cloud-init user that carries the lab's SSH key (Ansible connects as it).
-CLOUD_INIT_USER = "mlseclab"
+CLOUD_INIT_USER = OPERATOR_USER
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pulumi
 
-from mlseclab.spec import LabSpec
+from mlseclab.spec import DATASETS_ROOT, LabSpec
 
 #: The key mocks and the offline plan use: never a real key.
 TEST_SSH_KEY = (
@@ -31,7 +31,7 @@ class StackSettings:
     #: Host directory under which the pve_host role mounts the datasets:
     #: ``<root>/<lab>/datasets/<name>`` (read-write) and ``<root>/<lab>/ro/<name>``
     #: (a read-only bind mount of the same dataset).
-    datasets_root: str = "/var/lib/mlseclab"
+    datasets_root: str = DATASETS_ROOT
     #: bridge mode: create the VLAN-aware lab bridge on each node (False: it exists already).
     manage_bridge: bool = True
     #: physical ports of the lab bridge (a trunk to the lab router), empty for a host-only lab.

@@ -8,10 +8,15 @@ extra variables the roles read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from mlseclab import ui
+from mlseclab.catalog import BUILTIN_PREFIX, FILE_PREFIX, model_file
+from mlseclab.digest import sha256_file
 from mlseclab.errors import TargetError
 from mlseclab.spec import Engine, LabModel, LabSpec, Role
 
@@ -28,14 +33,14 @@ def spec_models(spec: LabSpec) -> dict[str, tuple[Any, str]]:
 
 
 def _model(name: str, lab_model: LabModel, builtins: dict[str, Any], models: Any) -> Any:
-    if lab_model.source.startswith("builtin:"):
-        model = builtins[lab_model.source.removeprefix("builtin:")]
+    if lab_model.source.startswith(BUILTIN_PREFIX):
+        model = builtins[lab_model.source.removeprefix(BUILTIN_PREFIX)]
         return model if model.name == name else _renamed(model, name)
-    path = Path(lab_model.source.removeprefix("file:"))
+    path = Path(lab_model.source.removeprefix(FILE_PREFIX))
     size = path.stat().st_size if path.exists() else 0
     return models.Model(
         name=name,
-        file=path.name,
+        file=model_file(lab_model.source),
         sha256=lab_model.sha256,
         size=size,
         task="completion" if lab_model.task == "chat" else lab_model.task,
@@ -48,6 +53,43 @@ def _renamed(model: Any, name: str) -> Any:
     import dataclasses
 
     return dataclasses.replace(model, name=name)
+
+
+@dataclass(frozen=True)
+class PinnedFile:
+    """A spec model's file in its dataset, with the sha256 the spec pins for it."""
+
+    name: str  # the spec's model name
+    dataset: str
+    path: Path  # <dataset dir>/<file>
+    sha256: str
+
+    @cached_property
+    def found(self) -> str | None:
+        """The file's sha256 as it is now (None when absent); read once per object."""
+        return sha256_file(self.path) if self.path.exists() else None
+
+    @property
+    def matches(self) -> bool:
+        return self.found == self.sha256
+
+
+def pinned_model_files(spec: LabSpec, dataset_dir: Callable[[str], Path]) -> list[PinnedFile]:
+    """Where each spec model's file is (``dataset_dir(dataset) / file``) and its pin.
+
+    The one answer to "does the file in the dataset match its pin", for drift, for
+    ``drift --fix``'s quarantine and for ``prepare_local``; nothing is read until
+    :attr:`PinnedFile.found` is asked.
+    """
+    return [
+        PinnedFile(
+            name=name,
+            dataset=m.dataset,
+            path=Path(dataset_dir(m.dataset)) / model_file(m.source),
+            sha256=m.sha256,
+        )
+        for name, m in spec.models.items()
+    ]
 
 
 def prepare_local(spec: LabSpec, dataset_dir: Any, image_rootfs: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlseclab.harden import HardenResult, TaskResult
+from mlseclab.posture.results import CheckResult
 
 INFRASTRUCTURE = "infrastructure"
 CONFIGURATION = "configuration"
@@ -141,19 +142,18 @@ def _ids(task: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in tail.split(",") if p.strip().startswith("MLSL-"))
 
 
-def posture_findings(results: list[dict[str, Any]]) -> list[DriftFinding]:
-    out = []
-    for r in results:
-        if r["outcome"] in ("failed", "error", "skipped"):
-            out.append(
-                DriftFinding(
-                    layer=POSTURE,
-                    node=r["node"],
-                    what=r["check"],
-                    expected=r["title"],
-                    found=r["outcome"],
-                    detail=r["evidence"],
-                    controls=tuple(r["controls"].get("lab", [])),
-                )
-            )
-    return out
+def posture_findings(results: list[CheckResult]) -> list[DriftFinding]:
+    """Every check that fails (:data:`mlseclab.posture.results.FAILING`)."""
+    return [
+        DriftFinding(
+            layer=POSTURE,
+            node=r.node,
+            what=r.check,
+            expected=r.title,
+            found=str(r.outcome),
+            detail=r.evidence,
+            controls=r.lab_controls,
+        )
+        for r in results
+        if r.failing
+    ]

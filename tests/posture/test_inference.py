@@ -21,6 +21,7 @@ from service_state import (
     service_address,
 )
 
+from mlseclab.catalog import PICKLE_SUFFIXES  # pickle: loading runs code (the role refuses these)
 from mlseclab.inventory import served_models
 from mlseclab.posture.plugin import PostureLab, PostureNode
 
@@ -34,8 +35,6 @@ CONFIG = f"{CONFIG_DIR}/server.json"
 MANIFEST = f"{CONFIG_DIR}/models.sha256"
 VERIFY = "/usr/local/libexec/mlseclab-inference-verify"
 MODELS_DIR = "/srv/models"
-# pickle-based formats: loading one runs code (the role refuses the same suffixes)
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 # The server's processes (the unit's cgroup), what they listen on, and the configured bind.
 _BIND_PROBE = r"""

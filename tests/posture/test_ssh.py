@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from mlseclab.posture.plugin import PostureLab, PostureNode
+from mlseclab.spec import OPERATOR_USER
 from posture.nodeinfo import (
     gather,
     ok,
@@ -27,7 +28,7 @@ from posture.nodeinfo import (
 )
 
 ALLOW_GROUP = "sshusers"  # roles/ssh ssh_allow_group
-OPERATOR = "mlseclab"  # the lab's automation account (inventory OPERATOR_USER)
+OPERATOR = OPERATOR_USER  # the lab's automation account
 SSH_PORT = 22
 
 # Allowlists (OpenSSH 10 on Debian 13; sntrup761 and curve25519 keep OpenSSH 9 clients working).

@@ -52,6 +52,42 @@ def test_inventory_groups_hosts_and_refers_to_keys_by_path(topo, tmp_path: Path)
     assert "PRIVATE KEY" not in text and "password" not in text.lower()
 
 
+def test_inventory_hands_the_roles_the_python_constants(topo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The inference role refuses the suffixes mlseclab refuses: one list, passed in."""
+    from mlseclab.catalog import PICKLE_SUFFIXES
+
+    doc = parse_inventory(render_inventory(topo, LabHome("reference", tmp_path), "container"))
+    assert doc["all"]["vars"]["mlseclab_pickle_suffixes"] == list(PICKLE_SUFFIXES)
+    defaults = (Path(__file__).parents[2] / "roles/inference/defaults/main.yml").read_text()
+    assert 'inference_refused_suffixes: "{{ mlseclab_pickle_suffixes }}"' in defaults
+
+
+def test_mounts_of_a_dataset(topo) -> None:  # type: ignore[no-untyped-def]
+    assert topo.mounts_of("models") == ("inference-01",)
+    assert topo.mounts_of("models", writers_only=True) == ()
+    assert topo.mounts_of("vectors", writers_only=True) == ("vectordb-01",)
+    assert topo.mounts_of("nothing") == ()
+
+
+def test_pinned_model_files_compare_the_dataset_file_with_its_pin(tmp_path: Path) -> None:
+    from mlseclab.artifacts import pinned_model_files
+    from mlseclab.catalog import BUILTIN
+
+    spec = load_spec(REFERENCE)
+    pinned = {p.name: p for p in pinned_model_files(spec, lambda ds: tmp_path / ds)}
+    assert set(pinned) == set(spec.models)
+    one = next(iter(pinned.values()))
+    assert one.path.parent == tmp_path / one.dataset
+    assert one.path.name in {pin.file for pin in BUILTIN.values()}
+    assert one.found is None and not one.matches  # absent
+    one.path.parent.mkdir(parents=True)
+    one.path.write_bytes(b"not the model")
+    fresh = next(
+        p for p in pinned_model_files(spec, lambda ds: tmp_path / ds) if p.name == one.name
+    )
+    assert fresh.found is not None and fresh.found != fresh.sha256 and not fresh.matches
+
+
 def test_ssh_config_pins_host_keys(topo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     home = LabHome("reference", tmp_path)
     text = render_ssh_config(topo, home)

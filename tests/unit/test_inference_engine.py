@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from helpers.labs import SPECS
+from mlseclab.catalog import PICKLE_SUFFIXES
 from mlseclab.errors import TargetError
 from mlseclab.spec import load_spec
 
@@ -151,6 +152,7 @@ def render(tmp_path: Path, engine: str, **extra: Any) -> dict[str, str]:
         "mlseclab_engine": engine,
         "inference_api_key": KEY,
         "mlseclab_service_ips": [ADDRESS],
+        "mlseclab_pickle_suffixes": list(PICKLE_SUFFIXES),  # the inventory's
         **extra,
     }
     (tmp_path / "vars.json").write_text(json.dumps(variables))
@@ -497,6 +499,7 @@ def argument_check(tmp_path: Path, engine: str) -> subprocess.CompletedProcess[s
                         "mlseclab_engine": engine,
                         "mlseclab_service_ips": [ADDRESS],
                         "mlseclab_models": vllm_model(),
+                        "mlseclab_pickle_suffixes": list(PICKLE_SUFFIXES),
                         "mlseclab_wheelhouse_dir": "/nonexistent",
                         "mlseclab_secrets_dir": "/nonexistent",
                     },

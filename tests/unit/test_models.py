@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from mlseclab import catalog
+from mlseclab.catalog import PICKLE_SUFFIXES
 from mlseclab.errors import TargetError
 from mlseclab.models import (
     DEFAULT_MODELS,
     GEMMA3_270M,
     MINILM_L6_V2,
-    PICKLE_SUFFIXES,
     Model,
     ModelSource,
     WheelFile,
@@ -110,6 +111,14 @@ def test_default_models_are_well_formed() -> None:
         check_model(model)
     assert {m.task for m in DEFAULT_MODELS} == {"completion", "embedding"}
     assert len({m.file for m in DEFAULT_MODELS}) == len(DEFAULT_MODELS)
+
+
+def test_the_recipes_are_the_catalogue_pins() -> None:
+    """catalog.BUILTIN is the one source of the pins: every recipe is one of its entries."""
+    assert {m.name: catalog.Pin(m.file, m.sha256) for m in DEFAULT_MODELS} == catalog.BUILTIN
+    for m in DEFAULT_MODELS:
+        assert catalog.model_file(f"builtin:{m.name}") == m.file
+    assert catalog.model_file("file:/srv/import/x.gguf") == "x.gguf"
 
 
 # -- sha256 pins ----------------------------------------------------------------------

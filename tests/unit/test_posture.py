@@ -20,6 +20,7 @@ from helpers.labs import REFERENCE, reference_text, write_lab
 from mlseclab.drift import configuration_findings, render_diff
 from mlseclab.harden import HardenResult, HostSummary, TaskResult
 from mlseclab.posture.report import score, write_reports
+from mlseclab.posture.results import FAILING, NOT_COUNTED, CheckResult, Outcome
 from mlseclab.posture.runner import PostureRun, ScopeRun, suite_dir
 
 SUITE = '''
@@ -159,8 +160,27 @@ def test_testinfra_own_plugin_is_refused(tmp_path: Path) -> None:
     assert "-p no:pytest11.testinfra" in proc.stdout + proc.stderr
 
 
+def test_results_round_trip_through_their_json(tmp_path: Path, waived_spec: Path) -> None:
+    """The runner rebuilds what the plugin wrote, and writes it back byte for byte."""
+    _, raw = _run_plugin(tmp_path, waived_spec)
+    results = [CheckResult.from_dict(r) for r in raw]
+    assert [r.as_dict() for r in results] == raw
+    assert json.dumps([r.as_dict() for r in results]) == json.dumps(raw)
+    assert {r.outcome for r in results} == {
+        Outcome.PASSED,
+        Outcome.FAILED,
+        Outcome.NOT_APPLICABLE,
+        Outcome.WAIVED,
+    }
+    assert {o.value for o in Outcome} >= {str(r["outcome"]) for r in raw}
+    assert FAILING.isdisjoint(NOT_COUNTED) and Outcome.PASSED not in FAILING | NOT_COUNTED
+    with pytest.raises(ValueError):
+        CheckResult.from_dict({**raw[0], "outcome": "passed-ish"})
+
+
 def test_reports_json_junit_html(tmp_path: Path, waived_spec: Path) -> None:
-    _, results = _run_plugin(tmp_path, waived_spec)
+    _, raw = _run_plugin(tmp_path, waived_spec)
+    results = [CheckResult.from_dict(r) for r in raw]
     run = PostureRun(lab="reference", started="now", seconds=1.0)
     run.scopes = [ScopeRun("all", 1, 1.0, results, "")]
     assert not run.passed
@@ -172,6 +192,7 @@ def test_reports_json_junit_html(tmp_path: Path, waived_spec: Path) -> None:
     paths = write_reports(run, out)
     data = json.loads(paths["json"].read_text())
     assert data["counts"]["failed"] == 1 and data["passed"] is False
+    assert data["results"] == raw
     suites = ET.parse(paths["junit"]).getroot()  # noqa: S314 - our own report
     gw = next(s for s in suites if s.get("name") == "gateway-01")
     assert gw.get("failures") == "1"
@@ -283,19 +304,19 @@ def test_a_waiver_for_a_control_no_check_carries_is_a_spec_error(tmp_path: Path)
 
 def test_an_expired_waiver_no_longer_applies() -> None:
     import datetime as dt
-    from types import SimpleNamespace
-    from typing import Any
 
-    from mlseclab.posture.plugin import _waiver
+    from mlseclab.posture import waiver_for
     from mlseclab.spec import Waiver
 
     today = dt.date.today()
 
-    def lab(expires: dt.date | None) -> Any:
-        w = Waiver(control="MLSL-NET-01", reason="a reason long enough", expires=expires)
-        return SimpleNamespace(spec=SimpleNamespace(posture=SimpleNamespace(waivers=[w])))
+    def waivers(expires: dt.date | None, nodes: tuple[str, ...] = ("all",)) -> list[Waiver]:
+        reason = "a reason long enough"
+        return [Waiver(control="MLSL-NET-01", reason=reason, nodes=list(nodes), expires=expires)]
 
-    assert _waiver(lab(None), ["MLSL-NET-01"], "rag-01") == "a reason long enough"
-    assert _waiver(lab(today), ["MLSL-NET-01"], "rag-01") == "a reason long enough"
-    assert _waiver(lab(today - dt.timedelta(days=1)), ["MLSL-NET-01"], "rag-01") == ""
-    assert _waiver(lab(today + dt.timedelta(days=400)), ["MLSL-NET-02"], "rag-01") == ""
+    assert waiver_for(waivers(None), ["MLSL-NET-01"], "rag-01") == "a reason long enough"
+    assert waiver_for(waivers(today), ["MLSL-NET-01"], "rag-01") == "a reason long enough"
+    assert waiver_for(waivers(today - dt.timedelta(days=1)), ["MLSL-NET-01"], "rag-01") == ""
+    assert waiver_for(waivers(today + dt.timedelta(days=400)), ["MLSL-NET-02"], "rag-01") == ""
+    assert waiver_for(waivers(None, ("gateway-01",)), ["MLSL-NET-01"], "rag-01") == ""
+    assert waiver_for(waivers(None, ("rag-01",)), ["MLSL-X-01", "MLSL-NET-01"], "rag-01")

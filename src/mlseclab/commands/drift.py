@@ -22,7 +22,6 @@ from mlseclab.drift import (
 )
 from mlseclab.errors import ERROR, FINDINGS, OK, LabError, TargetError
 from mlseclab.posture.report import FRAMEWORK_NAMES, new_report_dir, score
-from mlseclab.posture.runner import FAILING
 from mlseclab.templating import render_html
 
 
@@ -155,26 +154,26 @@ def quarantine_models(ctx: Context) -> list[str]:
     """
     if ctx.target != "local":
         return []
-    from mlseclab.artifacts import spec_models
-    from mlseclab.digest import sha256_file
+    from mlseclab.artifacts import pinned_model_files
     from mlseclab.state import write_private
     from mlseclab.targets.local.names import LocalNames
 
     names = LocalNames(ctx.spec.lab.name, Path(ctx.spec.lab.local.datasets_root))
     moved = []
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for name, (model, dataset) in spec_models(ctx.spec).items():
-        path = names.dataset_dir(dataset) / model.file
-        if not path.exists() or sha256_file(path) == model.sha256:
+    for pinned in pinned_model_files(ctx.spec, names.dataset_dir):
+        if pinned.found is None or pinned.matches:
             continue
-        where = names.lab_dir / "quarantine" / dataset / stamp
+        path, file = pinned.path, pinned.path.name
+        where = names.lab_dir / "quarantine" / pinned.dataset / stamp
         where.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.replace(where / model.file)
+        path.replace(where / file)
         write_private(
-            where / f"{model.file}.why",
-            f"model {name}: sha256 differed from the pin {model.sha256}; moved by drift --fix\n",
+            where / f"{file}.why",
+            f"model {pinned.name}: sha256 differed from the pin {pinned.sha256}; "
+            "moved by drift --fix\n",
         )
-        moved.append(f"model {name}: {path} -> {where / model.file}")
+        moved.append(f"model {pinned.name}: {path} -> {where / file}")
     return moved
 
 
@@ -200,7 +199,7 @@ def fix(ctx: Context, report: DriftReport, nodes: list[str] | None) -> bool:
         if result.failed and not broken:
             return False  # the playbook itself failed: nothing to rebuild
     run, _ = verify_lab(ctx, nodes)
-    broken |= {r["node"] for r in run.results if r["outcome"] in FAILING} & set(ctx.spec.nodes)
+    broken |= {r.node for r in run.results if r.failing} & set(ctx.spec.nodes)
     if run.passed and not broken:
         return True
     if ctx.target != "local" or not broken:

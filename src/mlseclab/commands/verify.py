@@ -13,7 +13,8 @@ from mlseclab import posture, ui
 from mlseclab.commands.common import Context, chosen_nodes, load_context
 from mlseclab.errors import FINDINGS, OK, LabError
 from mlseclab.posture.report import FRAMEWORK_NAMES, new_report_dir, score, write_reports
-from mlseclab.posture.runner import FAILING, PostureRun, ScopeRun, run_posture
+from mlseclab.posture.results import FAILING, Outcome
+from mlseclab.posture.runner import PostureRun, ScopeRun, run_posture
 
 
 def posture_control_ids() -> set[str]:
@@ -28,8 +29,8 @@ def check_waivers(ctx: Context) -> None:
         ui.warn(str(problem))
 
 
-def _framework_line(fw: str, ids: dict[str, Counter[str]]) -> str:
-    total: Counter[str] = Counter()
+def _framework_line(fw: str, ids: dict[str, Counter[Outcome]]) -> str:
+    total: Counter[Outcome] = Counter()
     for c in ids.values():
         total.update(c)
     bad = [cid for cid, c in ids.items() if any(c[o] for o in FAILING)]
@@ -48,23 +49,22 @@ def print_summary(run: PostureRun, roles: dict[str, str]) -> None:
     for col in ("node", "role", "passed", "failed", "waived", "n/a"):
         table.add_column(col, justify="left" if col in ("node", "role") else "right")
     for node, c in run.by_node().items():
-        bad = c["failed"] + c["error"] + c["skipped"]
+        bad = sum(c[o] for o in FAILING)
         table.add_row(
             ui.esc(node),
             ui.esc(roles.get(node, "lab")),
             score(c).split(" ")[0],
             f"[red]{bad}[/]" if bad else "0",
-            str(c["waived"]),
-            str(c["not_applicable"]),
+            str(c[Outcome.WAIVED]),
+            str(c[Outcome.NOT_APPLICABLE]),
         )
     ui.out.print(table)
     for fw, ids in run.by_framework().items():
         ui.plain("  " + _framework_line(fw, ids))
-    failures = [r for r in run.results if r["outcome"] in FAILING]
-    for r in failures:
-        lab_ids = ", ".join(r["controls"]["lab"])
-        first = (r["evidence"].strip().splitlines() or [r["outcome"]])[0][:200]
-        line = f"{r['node']}: {lab_ids} {r['title']}: {first}"
+    for r in (r for r in run.results if r.failing):
+        lab_ids = ", ".join(r.lab_controls)
+        first = (r.evidence.strip().splitlines() or [str(r.outcome)])[0][:200]
+        line = f"{r.node}: {lab_ids} {r.title}: {first}"
         ui.info(f"  [red]✗[/] {ui.esc(line)}")
     for s in run.broken_scopes:
         tail = s.output.strip().splitlines()[-3:] or ["no output"]
@@ -93,8 +93,7 @@ def verify_lab(
     ui.info(f"verify: {len(chosen)} node(s) of lab [bold]{lab}[/], in parallel")
 
     def done(s: ScopeRun) -> None:
-        c = Counter(r["outcome"] for r in s.results)
-        bad = sum(c[o] for o in FAILING)
+        bad = sum(s.counts[o] for o in FAILING)
         mark = "[green]✓[/]" if not bad and s.results else "[red]✗[/]"
         ui.info(
             f"  {mark} {ui.esc(s.scope)}: {len(s.results)} checks, {bad} failed ({s.seconds:.1f}s)"

@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mlseclab.errors import LabError, SpecError, SpecProblem
-from mlseclab.spec import LabSpec
+from mlseclab.spec import LabSpec, Waiver
 
 _MARKER = re.compile(r"mark\.control\(\s*[\"']([^\"']+)[\"']")
 
@@ -82,8 +83,24 @@ def expired_waivers(
             "applies; renew it with a later date or remove it",
         )
         for i, w in enumerate(spec.posture.waivers)
-        if w.expires is not None and w.expires < today
+        if w.expires is not None and w.expired(today)
     ]
+
+
+def waiver_for(
+    waivers: Sequence[Waiver], controls: Iterable[str], node: str, today: dt.date | None = None
+) -> str:
+    """The reason of the first waiver in force for one of ``controls`` on ``node`` ("" if none).
+
+    Whether a waiver names a real control and real nodes is :func:`check_waivers`'s and
+    the spec's job (``mlseclab validate``); this only applies them.
+    """
+    today = today or dt.date.today()
+    ids = tuple(controls)
+    for w in waivers:
+        if not w.expired(today) and any(w.covers(c, node) for c in ids):
+            return w.reason
+    return ""
 
 
 def _line_of(spec_path: Path, path: tuple[str | int, ...]) -> int:

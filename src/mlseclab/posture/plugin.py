@@ -25,7 +25,6 @@ evidence; :mod:`mlseclab.posture.report` turns that into reports.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -34,6 +33,8 @@ from typing import Any
 
 import pytest
 
+from mlseclab.posture import waiver_for
+from mlseclab.posture.results import WAIVABLE, CheckResult, Outcome
 from mlseclab.spec import LabSpec, load_spec
 from mlseclab.topology import LabNode, Topology, derive
 
@@ -82,24 +83,6 @@ class PostureLab:
             )
             for name, n in self.spec.nodes.items()
         ]
-
-
-@dataclass
-class CheckResult:
-    nodeid: str
-    check: str  # the test function's name
-    node: str
-    role: str
-    outcome: str  # passed, failed, error, not_applicable, skipped, waived
-    observed: str  # what the check itself reported (for a waived check: passed or failed)
-    controls: dict[str, list[str]]  # "lab" and each framework -> ids
-    title: str
-    evidence: str = ""
-    waiver: str = ""
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -227,17 +210,21 @@ def _node_of(item: pytest.Item) -> PostureNode | None:
     return node if isinstance(node, PostureNode) else None
 
 
-def _controls(item: pytest.Item) -> tuple[dict[str, list[str]], str]:
+def _controls(item: pytest.Item) -> tuple[dict[str, tuple[str, ...]], str]:
     marker = item.get_closest_marker("control")
     out: dict[str, list[str]] = {"lab": [], **{f: [] for f in FRAMEWORKS}}
     if marker is None:
-        return out, ""
+        return _frozen(out), ""
     out["lab"] = [str(a) for a in marker.args]
     for key, value in marker.kwargs.items():
         values = value if isinstance(value, list | tuple) else str(value).split(",")
         out.setdefault(key, []).extend(v.strip() for v in values if str(v).strip())
     doc = (getattr(getattr(item, "obj", None), "__doc__", None) or "").strip().splitlines()
-    return out, doc[0] if doc else item.name
+    return _frozen(out), doc[0] if doc else item.name
+
+
+def _frozen(controls: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
+    return {k: tuple(v) for k, v in controls.items()}
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
@@ -245,19 +232,6 @@ def pytest_itemcollected(item: pytest.Item) -> None:
         raise pytest.UsageError(
             f"{item.nodeid}: a posture check must carry @pytest.mark.control(...)"
         )
-
-
-def _waiver(lab: PostureLab, controls: list[str], node: str) -> str:
-    today = dt.date.today()
-    for w in lab.spec.posture.waivers:
-        if w.control not in controls:
-            continue
-        if "all" not in w.nodes and node not in w.nodes:
-            continue
-        if w.expires is not None and w.expires < today:
-            continue
-        return w.reason
-    return ""
 
 
 @pytest.hookimpl(wrapper=True)
@@ -280,17 +254,18 @@ def _record(sess: _Session, item: pytest.Item, report: pytest.TestReport) -> Non
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         reason = reason.removeprefix("Skipped: ")
         if reason.startswith(NA_PREFIX):
-            observed, evidence = "not_applicable", reason.removeprefix(NA_PREFIX)
+            observed, evidence = Outcome.NOT_APPLICABLE, reason.removeprefix(NA_PREFIX)
         else:
-            observed, evidence = "skipped", reason
+            observed, evidence = Outcome.SKIPPED, reason
     elif report.passed:
-        observed, evidence = "passed", ""
+        observed, evidence = Outcome.PASSED, ""
     else:
-        observed = "failed" if report.when == "call" else "error"
+        observed = Outcome.FAILED if report.when == "call" else Outcome.ERROR
         evidence = _evidence(report)
     name = node.name if node else LAB_SCOPE
-    waiver = _waiver(sess.lab, controls["lab"], name)
-    outcome = "waived" if waiver and observed in ("passed", "failed", "error") else observed
+    # the waivers were checked by validate (control ids, node names): here they only apply
+    waiver = waiver_for(sess.lab.spec.posture.waivers, controls["lab"], name)
+    outcome = Outcome.WAIVED if waiver and observed in WAIVABLE else observed
     sess.results[item.nodeid] = CheckResult(
         nodeid=item.nodeid,
         check=getattr(item, "originalname", item.name),

@@ -7,9 +7,9 @@ import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
-from mlseclab.posture.runner import FAILING, PostureRun
+from mlseclab.posture.results import NOT_COUNTED, CheckResult, Outcome
+from mlseclab.posture.runner import PostureRun
 from mlseclab.templating import render_html
 
 FRAMEWORK_NAMES = {
@@ -39,11 +39,12 @@ def new_report_dir(lab: str, root: Path | None = None, kind: str = "") -> Path:
     return path
 
 
-def score(c: Counter[str]) -> str:
+def score(c: Counter[Outcome]) -> str:
     """`passed/total` over the checks that count, with waived and N/A said aside."""
-    counted = sum(v for k, v in c.items() if k not in ("waived", "not_applicable"))
-    text = f"{c['passed']}/{counted}"
-    extra = [f"{c[k]} {k.replace('_', ' ')}" for k in ("waived", "not_applicable") if c[k]]
+    counted = sum(v for k, v in c.items() if k not in NOT_COUNTED)
+    text = f"{c[Outcome.PASSED]}/{counted}"
+    aside = (Outcome.WAIVED, Outcome.NOT_APPLICABLE)  # NOT_COUNTED, in the order shown
+    extra = [f"{c[k]} {k.replace('_', ' ')}" for k in aside if c[k]]
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -53,39 +54,39 @@ def write_json(run: PostureRun, path: Path) -> None:
 
 def write_junit(run: PostureRun, path: Path) -> None:
     suites = ET.Element("testsuites", name=f"mlseclab posture {run.lab}")
-    by_node: dict[str, list[dict[str, Any]]] = {}
+    by_node: dict[str, list[CheckResult]] = {}
     for r in run.results:
-        by_node.setdefault(r["node"], []).append(r)
+        by_node.setdefault(r.node, []).append(r)
     for node, results in sorted(by_node.items()):
-        c = Counter(r["outcome"] for r in results)
+        c = Counter(r.outcome for r in results)
         suite = ET.SubElement(
             suites,
             "testsuite",
             name=node,
             tests=str(len(results)),
-            failures=str(c["failed"]),
-            errors=str(c["error"]),
-            skipped=str(c["waived"] + c["not_applicable"] + c["skipped"]),
+            failures=str(c[Outcome.FAILED]),
+            errors=str(c[Outcome.ERROR]),
+            skipped=str(sum(c[o] for o in NOT_COUNTED) + c[Outcome.SKIPPED]),
         )
         for r in results:
             case = ET.SubElement(
                 suite,
                 "testcase",
                 classname=f"{run.lab}.{node}",
-                name=r["check"],
-                time=str(r["seconds"]),
+                name=r.check,
+                time=str(r.seconds),
             )
             props = ET.SubElement(case, "properties")
-            for fw, ids in r["controls"].items():
+            for fw, ids in r.controls.items():
                 for cid in ids:
                     ET.SubElement(props, "property", name=fw, value=cid)
-            if r["outcome"] == "failed":
-                ET.SubElement(case, "failure", message=r["title"]).text = r["evidence"]
-            elif r["outcome"] == "error":
-                ET.SubElement(case, "error", message=r["title"]).text = r["evidence"]
-            elif r["outcome"] in ("waived", "not_applicable", "skipped"):
-                reason = r["waiver"] if r["outcome"] == "waived" else r["evidence"]
-                ET.SubElement(case, "skipped", message=f"{r['outcome']}: {reason}")
+            if r.outcome is Outcome.FAILED:
+                ET.SubElement(case, "failure", message=r.title).text = r.evidence
+            elif r.outcome is Outcome.ERROR:
+                ET.SubElement(case, "error", message=r.title).text = r.evidence
+            elif r.outcome in NOT_COUNTED or r.outcome is Outcome.SKIPPED:
+                reason = r.waiver if r.outcome is Outcome.WAIVED else r.evidence
+                ET.SubElement(case, "skipped", message=f"{r.outcome}: {reason}")
     for s in run.broken_scopes:
         suite = ET.SubElement(suites, "testsuite", name=s.scope, tests="1", errors="1")
         case = ET.SubElement(suite, "testcase", classname=f"{run.lab}.{s.scope}", name="run")
@@ -97,7 +98,7 @@ def write_junit(run: PostureRun, path: Path) -> None:
 def write_html(run: PostureRun, path: Path) -> None:
     results = sorted(
         run.results,
-        key=lambda r: (r["outcome"] not in FAILING, r["node"], r["controls"]["lab"], r["check"]),
+        key=lambda r: (not r.failing, r.node, r.lab_controls, r.check),
     )
     page = render_html(
         "report.html.j2",

@@ -23,10 +23,7 @@ from typing import Any
 
 from mlseclab.posture import suite_dir
 from mlseclab.posture.plugin import FRAMEWORKS, LAB_SCOPE
-
-PASSING = ("passed",)
-NOT_COUNTED = ("waived", "not_applicable")  # shown as such, never as passed or failed
-FAILING = ("failed", "error", "skipped")  # a plain skip is not a pass either
+from mlseclab.posture.results import FAILING, CheckResult, Outcome
 
 
 @dataclass
@@ -36,8 +33,12 @@ class ScopeRun:
     scope: str
     returncode: int
     seconds: float
-    results: list[dict[str, Any]]
+    results: list[CheckResult]
     output: str  # pytest's own output, for a run that produced no results
+
+    @property
+    def counts(self) -> Counter[Outcome]:
+        return Counter(r.outcome for r in self.results)
 
 
 @dataclass
@@ -48,7 +49,7 @@ class PostureRun:
     scopes: list[ScopeRun] = field(default_factory=list)
 
     @property
-    def results(self) -> list[dict[str, Any]]:
+    def results(self) -> list[CheckResult]:
         return [r for s in self.scopes for r in s.results]
 
     @property
@@ -57,27 +58,27 @@ class PostureRun:
         return [s for s in self.scopes if s.returncode not in (0, 1) or not s.results]
 
     @property
-    def counts(self) -> Counter[str]:
-        return Counter(r["outcome"] for r in self.results)
+    def counts(self) -> Counter[Outcome]:
+        return Counter(r.outcome for r in self.results)
 
     @property
     def passed(self) -> bool:
         c = self.counts
         return not any(c[o] for o in FAILING) and not self.broken_scopes and bool(self.results)
 
-    def by_node(self) -> dict[str, Counter[str]]:
-        out: dict[str, Counter[str]] = {}
+    def by_node(self) -> dict[str, Counter[Outcome]]:
+        out: dict[str, Counter[Outcome]] = {}
         for r in self.results:
-            out.setdefault(r["node"], Counter())[r["outcome"]] += 1
+            out.setdefault(r.node, Counter())[r.outcome] += 1
         return dict(sorted(out.items(), key=lambda kv: (kv[0] == LAB_SCOPE, kv[0])))
 
-    def by_framework(self) -> dict[str, dict[str, Counter[str]]]:
+    def by_framework(self) -> dict[str, dict[str, Counter[Outcome]]]:
         """framework -> control id -> outcomes, over every check that names the id."""
-        out: dict[str, dict[str, Counter[str]]] = {}
+        out: dict[str, dict[str, Counter[Outcome]]] = {}
         for r in self.results:
             for fw in ("lab", *FRAMEWORKS):
-                for cid in r["controls"].get(fw, []):
-                    out.setdefault(fw, {}).setdefault(cid, Counter())[r["outcome"]] += 1
+                for cid in r.controls.get(fw, ()):
+                    out.setdefault(fw, {}).setdefault(cid, Counter())[r.outcome] += 1
         return {
             fw: dict(sorted(ids.items(), key=lambda kv: _natural(kv[0]))) for fw, ids in out.items()
         }
@@ -98,7 +99,7 @@ class PostureRun:
                 {"scope": s.scope, "returncode": s.returncode, "output": s.output[-4000:]}
                 for s in self.broken_scopes
             ],
-            "results": self.results,
+            "results": [r.as_dict() for r in self.results],
         }
 
 
@@ -203,9 +204,10 @@ def run_posture(
                 rc, output = proc.returncode, proc.stdout + proc.stderr
             except subprocess.TimeoutExpired as exc:
                 rc, output = -1, f"timed out after {timeout:.0f}s: {exc}"
-            data = json.loads(results.read_text(encoding="utf-8")) if results.exists() else []
+            raw = json.loads(results.read_text(encoding="utf-8")) if results.exists() else []
+            data = [CheckResult.from_dict(r) for r in raw]
             if scope is not None:
-                data = [r for r in data if r["node"] == scope]
+                data = [r for r in data if r.node == scope]
             done = ScopeRun(
                 scope=scope or LAB_SCOPE,
                 returncode=rc,

@@ -160,28 +160,19 @@ def node_drift(t: LocalTarget, node_name: str) -> list[DriftFinding]:
 
 def model_drift(t: LocalTarget) -> list[DriftFinding]:
     """Model files in their datasets against the sha256 the spec pins (named by serving node)."""
-    from mlseclab.artifacts import spec_models
-    from mlseclab.digest import sha256_file
+    from mlseclab.artifacts import pinned_model_files
 
     out: list[DriftFinding] = []
-    for name, (model, dataset) in spec_models(t.spec).items():
-        path = t.names.dataset_dir(dataset) / model.file
-        servers = [
-            n for n, node in t.spec.nodes.items() if any(m.dataset == dataset for m in node.mounts)
-        ] or ["lab"]
-        if not path.exists():
-            found = "absent"
-        else:
-            digest = sha256_file(path)
-            if digest == model.sha256:
-                continue
-            found = f"sha256 {digest[:16]}..."
-        for node in servers:
+    for pinned in pinned_model_files(t.spec, t.names.dataset_dir):
+        if pinned.matches:
+            continue
+        found = "absent" if pinned.found is None else f"sha256 {pinned.found[:16]}..."
+        for node in t.topo.mounts_of(pinned.dataset) or ("lab",):
             out.append(
                 _finding(
                     node,
-                    f"model {name} ({path})",
-                    f"sha256 {model.sha256[:16]}... (pinned in the spec)",
+                    f"model {pinned.name} ({pinned.path})",
+                    f"sha256 {pinned.sha256[:16]}... (pinned in the spec)",
                     found,
                 )
             )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlseclab.errors import TargetError
-from mlseclab.inventory import OPERATOR_USER
+from mlseclab.spec import OPERATOR_USER
 from mlseclab.targets.local.host import is_mounted, ok, run, unmount
 from mlseclab.targets.local.names import LocalNames
 from mlseclab.topology import LabNode

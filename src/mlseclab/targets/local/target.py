@@ -69,13 +69,7 @@ class LocalTarget:
 
     def users_of(self, dataset: str, *, writers_only: bool = False) -> list[str]:
         """The nodes that mount ``dataset`` (read-write only, with ``writers_only``)."""
-        return [
-            name
-            for name, node in self.spec.nodes.items()
-            if any(
-                m.dataset == dataset and (m.mode == "rw" or not writers_only) for m in node.mounts
-            )
-        ]
+        return list(self.topo.mounts_of(dataset, writers_only=writers_only))
 
     def router_ruleset(self) -> str:
         return render(
