@@ -28,7 +28,7 @@ def topo():  # type: ignore[no-untyped-def]
 
 def test_inventory_groups_hosts_and_refers_to_keys_by_path(topo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     home = LabHome("reference", tmp_path)
-    doc = parse_inventory(render_inventory(topo, home, "container"))
+    doc = parse_inventory(render_inventory(topo, home, "container", "local"))
     children = doc["all"]["children"]
     assert set(children) >= {
         "gateway",
@@ -48,7 +48,7 @@ def test_inventory_groups_hosts_and_refers_to_keys_by_path(topo, tmp_path: Path)
         "operator-ssh",
     }
     assert doc["all"]["vars"]["ansible_ssh_private_key_file"] == str(home.ssh_key)
-    text = render_inventory(topo, home, "container")
+    text = render_inventory(topo, home, "container", "local")
     assert "PRIVATE KEY" not in text and "password" not in text.lower()
 
 

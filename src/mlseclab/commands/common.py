@@ -22,18 +22,47 @@ class Context:
     target: str
 
 
+TARGETS = ("local", "proxmox")
+
+
+def recorded_target(home: LabHome) -> str | None:
+    """The target ``up`` recorded in the lab's state.json; None before any ``up`` (or when
+    the state cannot be read: the command that needs it says so itself)."""
+    try:
+        kind = home.read_state().get("target")
+    except (LabError, OSError):
+        return None
+    return kind if kind in TARGETS else None
+
+
+def effective_target(home: LabHome, spec: LabSpec, asked: str | None) -> str:
+    """Where the lab runs: what ``up`` recorded; before any ``up``, ``--target`` or the spec.
+
+    A ``--target`` that disagrees with the recorded one is refused: the lab is where it is.
+    """
+    recorded = recorded_target(home)
+    if recorded is None:
+        return asked or spec.lab.target
+    if asked is not None and asked != recorded:
+        raise LabError(
+            f"lab {spec.lab.name} is up on target {recorded} ({home.state_file} records it), "
+            f"not {asked}: leave out --target, or run `mlseclab down` first to move it to {asked}"
+        )
+    return recorded
+
+
 def load_context(args: argparse.Namespace) -> Context:
     from mlseclab.cli import resolve_spec
 
     path = resolve_spec(args)
     spec = load_spec(path)
-    target = getattr(args, "target", None) or spec.lab.target
+    home = LabHome.for_lab(spec.lab.name)
     return Context(
         spec_path=path,
         spec=spec,
         topology=derive(spec),
-        home=LabHome.for_lab(spec.lab.name),
-        target=target,
+        home=home,
+        target=effective_target(home, spec, getattr(args, "target", None)),
     )
 
 

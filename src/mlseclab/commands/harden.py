@@ -64,10 +64,6 @@ def prepare(ctx: Context, *, check: bool = False) -> dict[str, Any]:
         ui.info(f"  [green]+[/] secret: {ui.esc(item)}")
     if ctx.target != "local":
         return {}
-    if ctx.home.inventory.exists():  # the spec may have changed since up wrote it
-        from mlseclab.inventory import write_inventory
-
-        write_inventory(ctx.topology, ctx.home, "container")
     from mlseclab.artifacts import prepare_local
     from mlseclab.targets.local.image import ImageCache
     from mlseclab.targets.local.names import LocalNames

@@ -62,6 +62,10 @@ class ProxmoxAdapter:
         driver = self._driver()
         driver.preflight()
         with self.ctx.home.lock("up"):
+            state = self.ctx.home.read_state()
+            # recorded before anything is made: every later command acts on this target
+            state.update({"lab": self.ctx.spec.lab.name, "target": "proxmox", "phase": "up"})
+            self.ctx.home.write_state(state)
             outputs = driver.up(on_event=lambda line: ui.plain(f"  {line}"))
             state = self.ctx.home.read_state()
             state.update(
@@ -84,7 +88,7 @@ class ProxmoxAdapter:
                         f"the spec says {expected}; check the template's cloud-init"
                     )
             self.ctx.home.ensure_ssh_key()
-            write_inventory(self.ctx.topology, self.ctx.home, RUNTIME_KIND)
+            write_inventory(self.ctx.topology, self.ctx.home, RUNTIME_KIND, "proxmox")
             self._scan_host_keys()
             self.changes = [f"vm {n}" for n in outputs]
 

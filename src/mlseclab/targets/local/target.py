@@ -418,7 +418,7 @@ class LocalTarget:
             write_private(self.home.known_hosts, known, 0o644)
         files = (self.home.inventory, self.home.ssh_config)
         before = [f.read_text(encoding="utf-8") if f.exists() else "" for f in files]
-        write_inventory(self.topo, self.home, RUNTIME_KIND)
+        write_inventory(self.topo, self.home, RUNTIME_KIND, "local")
         self._record(
             [
                 f"file {f}"

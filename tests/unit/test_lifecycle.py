@@ -1,0 +1,113 @@
+"""Where a lab runs is what ``up`` recorded, for every command after it; no machine needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers.labs import REFERENCE
+from mlseclab.cli import build_parser
+from mlseclab.commands.common import load_context
+from mlseclab.errors import LabError
+from mlseclab.posture.plugin import PostureLab
+from mlseclab.spec import load_spec
+from mlseclab.state import LabHome
+from mlseclab.topology import derive
+
+AFTER_UP = (
+    ["harden"],
+    ["harden", "--check"],
+    ["verify"],
+    ["drift"],
+    ["rebuild"],
+    ["snapshots"],
+    ["restore", "models", "some-id"],
+    ["status"],
+    ["down"],
+)
+
+
+def _record(target: str) -> LabHome:
+    home = LabHome.for_lab(load_spec(REFERENCE).lab.name)
+    home.ensure()
+    home.write_state({"lab": home.lab, "target": target, "phase": "ready"})
+    return home
+
+
+def _context(argv: list[str]) -> str:
+    args = build_parser().parse_args([*argv, "-f", str(REFERENCE)])
+    return load_context(args).target
+
+
+def test_the_spec_says_local_the_state_says_proxmox_every_command_acts_on_proxmox() -> None:
+    assert load_spec(REFERENCE).lab.target == "local"
+    _record("proxmox")
+    for argv in AFTER_UP:
+        assert _context(argv) == "proxmox", argv
+
+
+def test_before_any_up_the_flag_or_the_spec_decides() -> None:
+    assert _context(["plan"]) == "local"
+    assert _context(["plan", "--target", "proxmox"]) == "proxmox"
+    assert _context(["up", "--target", "proxmox"]) == "proxmox"
+    assert _context(["harden"]) == "local"
+
+
+def test_a_target_flag_that_disagrees_with_the_recorded_one_is_refused() -> None:
+    home = _record("proxmox")
+    assert _context(["status", "--target", "proxmox"]) == "proxmox"
+    with pytest.raises(LabError) as err:
+        _context(["up", "--target", "local"])
+    (line,) = err.value.lines
+    assert "is up on target proxmox" in line and str(home.state_file) in line
+    assert "not local" in line and "`mlseclab down`" in line
+
+
+def test_a_corrupt_state_falls_back_to_the_spec_for_the_decision() -> None:
+    home = _record("proxmox")
+    home.state_file.write_text("{not json", encoding="utf-8")
+    assert _context(["plan"]) == "local"
+    home.state_file.write_text(json.dumps({"target": "elsewhere"}), encoding="utf-8")
+    assert _context(["plan"]) == "local"
+
+
+def _posture_lab(tmp_path: Path, kind: str) -> PostureLab:
+    from mlseclab.inventory import render_inventory
+
+    spec = load_spec(REFERENCE)
+    topo = derive(spec)
+    target = "local" if kind == "container" else "proxmox"
+    (tmp_path / "inventory.yml").write_text(
+        render_inventory(topo, LabHome(spec.lab.name, tmp_path), kind, target), encoding="utf-8"
+    )
+    return PostureLab(spec_path=REFERENCE, spec=spec, topology=topo, state=tmp_path)
+
+
+def test_the_posture_plugin_takes_each_nodes_kind_from_the_inventory(tmp_path: Path) -> None:
+    # the spec says local, but up made VMs: the checks must treat them as VMs
+    vms = _posture_lab(tmp_path, "vm")
+    assert vms.spec.lab.target == "local"
+    assert vms.runtime_kinds == dict.fromkeys(vms.spec.nodes, "vm")
+    assert not any(n.runs_as_container for n in vms.nodes())
+    (tmp_path / "c").mkdir()
+    containers = _posture_lab(tmp_path / "c", "container")
+    assert all(n.runs_as_container for n in containers.nodes())
+
+
+def test_the_inventory_names_the_target_up_used_not_the_specs(tmp_path: Path) -> None:
+    from mlseclab.inventory import parse_inventory, render_inventory
+
+    topo = derive(load_spec(REFERENCE))
+    doc = parse_inventory(render_inventory(topo, LabHome("reference", tmp_path), "vm", "proxmox"))
+    assert doc["all"]["vars"]["mlseclab_target"] == "proxmox"
+
+
+def test_without_an_inventory_each_node_is_what_the_spec_says(tmp_path: Path) -> None:
+    spec = load_spec(REFERENCE)
+    lab = PostureLab(spec_path=REFERENCE, spec=spec, topology=derive(spec), state=tmp_path)
+    assert lab.runtime_kinds == {}
+    assert {n.name: n.runs_as_container for n in lab.nodes()} == {
+        name: node.kind.value == "container" for name, node in spec.nodes.items()
+    }
