@@ -111,3 +111,74 @@ def test_without_an_inventory_each_node_is_what_the_spec_says(tmp_path: Path) ->
     assert {n.name: n.runs_as_container for n in lab.nodes()} == {
         name: node.kind.value == "container" for name, node in spec.nodes.items()
     }
+
+
+def _tree_hash(root: Path, *, skip: tuple[Path, ...] = ()) -> str:
+    """Names, modes, mtimes and contents of everything under ``root``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p in skip:
+            continue
+        st = p.lstat()
+        h.update(f"{p.relative_to(root)} {st.st_mode:o} {st.st_mtime_ns}\n".encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_role_vars_is_a_pure_read_of_what_up_recorded() -> None:
+    from mlseclab.harden import ROLE_VARS, role_vars
+
+    home = _record("local")
+    state = home.read_state()
+    state[ROLE_VARS] = {"mlseclab_wheelhouse_dir": "/var/cache/mlseclab/wheelhouse-x"}
+    home.write_state(state)
+    before = _tree_hash(home.root.parent)
+    assert role_vars(home) == {"mlseclab_wheelhouse_dir": "/var/cache/mlseclab/wheelhouse-x"}
+    assert _tree_hash(home.root.parent) == before
+
+
+def test_harden_says_to_run_up_when_the_state_lacks_the_role_vars() -> None:
+    from mlseclab.harden import role_vars
+
+    home = LabHome.for_lab("reference")
+    with pytest.raises(LabError, match=r"is not up .* run `mlseclab up` first"):
+        role_vars(home)
+    home = _record("local")  # a lab up'ed by an older mlseclab
+    before = _tree_hash(home.root.parent)
+    with pytest.raises(LabError, match=r"records no role variables.*run `mlseclab up` first"):
+        role_vars(home)
+    assert _tree_hash(home.root.parent) == before
+
+
+def test_harden_check_passes_the_recorded_vars_and_writes_nothing_else(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The configuration layer of drift: nothing but the lock is touched before the run."""
+    from mlseclab.harden import ROLE_VARS, HardenResult
+
+    home = _record("local")
+    state = home.read_state()
+    state[ROLE_VARS] = {"mlseclab_wheelhouse_dir": "/somewhere"}
+    home.write_state(state)
+    with home.lock("up"):
+        pass
+    seen: dict[str, object] = {}
+
+    def fake_run(home_: LabHome, **kw: object) -> HardenResult:
+        seen.update(kw)
+        return HardenResult("id", tmp_path, "successful", {}, [], 0.0)
+
+    monkeypatch.setattr("mlseclab.commands.harden.run_playbook", fake_run)
+    from mlseclab.commands.harden import harden_lab
+
+    args = build_parser().parse_args(["harden", "--check", "-f", str(REFERENCE)])
+    ctx = load_context(args)
+    lock = home.root / "lock"  # the lock names its holder: the one file harden may write
+    before = _tree_hash(home.root.parent, skip=(lock,))
+    harden_lab(ctx, check=True)
+    assert _tree_hash(home.root.parent, skip=(lock,)) == before
+    assert seen["extravars"] == {"mlseclab_wheelhouse_dir": "/somewhere"}
+    assert seen["check"] is True

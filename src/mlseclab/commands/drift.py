@@ -150,7 +150,7 @@ def write_reports(report: DriftReport, directory: Path) -> None:
 def quarantine_models(ctx: Context) -> list[str]:
     """Move model files that differ from their pin out of the datasets (kept as evidence).
 
-    The next harden puts the pinned file back from the model cache; a model file is
+    The next up puts the pinned file back from the model cache; a model file is
     never replaced silently, so only ``drift --fix`` does this, and says so.
     """
     if ctx.target != "local":
@@ -186,11 +186,13 @@ def fix(ctx: Context, report: DriftReport, nodes: list[str] | None) -> bool:
     from mlseclab.commands.verify import verify_lab
     from mlseclab.targets import open_target
 
+    # before up: up puts the pinned file back from the model cache (and refuses to
+    # serve a file that differs from its pin)
+    for line in quarantine_models(ctx):
+        ui.warn(f"drift --fix: quarantined {line}; the pinned file is put back")
     ui.info("drift --fix: converging the infrastructure (up)")
     target = open_target(ctx)
     target.up()
-    for line in quarantine_models(ctx):
-        ui.warn(f"drift --fix: quarantined {line}; the pinned file is put back")
     drifted = sorted({f.node for f in report.findings if f.node in ctx.spec.nodes})
     broken: set[str] = set()
     if drifted:

@@ -6,16 +6,13 @@ import argparse
 import dataclasses
 import json
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from rich.table import Table
 
 from mlseclab import ui
 from mlseclab.commands.common import Context, load_context
 from mlseclab.errors import ERROR, OK
-from mlseclab.harden import HardenResult, TaskResult, run_playbook
-from mlseclab.secrets import ensure_secrets
+from mlseclab.harden import HardenResult, TaskResult, role_vars, run_playbook
 
 
 def _show(check: bool) -> Callable[[TaskResult], None]:
@@ -54,32 +51,6 @@ def summary_table(result: HardenResult, check: bool) -> Table:
     return table
 
 
-def prepare(ctx: Context, *, check: bool = False) -> dict[str, Any]:
-    """Secrets, and for the local target the models and the wheelhouse; the roles' extra vars.
-
-    In check mode the datasets are left alone (a changed model file is drift to report,
-    not an error): only the wheelhouse's path is looked up for the roles.
-    """
-    for item in ensure_secrets(ctx.topology, ctx.home):
-        ui.info(f"  [green]+[/] secret: {ui.esc(item)}")
-    if ctx.target != "local":
-        return {}
-    from mlseclab.artifacts import prepare_local
-    from mlseclab.targets.local.image import ImageCache
-    from mlseclab.targets.local.names import LocalNames
-
-    names = LocalNames(ctx.spec.lab.name, Path(ctx.spec.lab.local.datasets_root))
-    rootfs, _ = ImageCache(names.image_root).ensure()
-    if check:
-        from mlseclab.wheelhouse import ensure_wheelhouse
-
-        serving = any(n.role.value == "inference" for n in ctx.spec.nodes.values())
-        if not serving or not ctx.spec.models:
-            return {}
-        return {"mlseclab_wheelhouse_dir": str(ensure_wheelhouse(rootfs))}
-    return prepare_local(ctx.spec, names.dataset_dir, rootfs)
-
-
 def harden_lab(
     ctx: Context,
     *,
@@ -90,7 +61,7 @@ def harden_lab(
     skip_tags: str | None = None,
 ) -> HardenResult:
     with ctx.home.lock("harden"):
-        extravars = prepare(ctx, check=check)
+        extravars = role_vars(ctx.home)  # what up provisioned; harden writes none of it
         lab = ui.esc(ctx.spec.lab.name)
         ui.info(f"harden: lab [bold]{lab}[/]{' (check mode)' if check else ''}")
         result = run_playbook(

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 from mlseclab import ui
 from mlseclab.errors import TargetError
+from mlseclab.harden import ROLE_VARS
 from mlseclab.inventory import write_inventory
+from mlseclab.secrets import ensure_secrets
 from mlseclab.state import write_private
 from mlseclab.targets import NodeStatus, Plan, PlannedAction
 from mlseclab.targets.local.host import run
@@ -91,6 +93,11 @@ class ProxmoxAdapter:
             write_inventory(self.ctx.topology, self.ctx.home, RUNTIME_KIND, "proxmox")
             self._scan_host_keys()
             self.changes = [f"vm {n}" for n in outputs]
+            for item in ensure_secrets(self.ctx.topology, self.ctx.home):
+                ui.info(f"  [green]+[/] secret: {ui.esc(item)}")
+                self.changes.append(item)
+            state[ROLE_VARS] = {}  # the roles read nothing from this machine on Proxmox
+            self.ctx.home.write_state(state)
 
     def _scan_host_keys(self) -> None:
         """First contact over the management network: record each VM's host key."""

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from mlseclab import ui
+from mlseclab.artifacts import prepare_local, refuse_gpu_only
 from mlseclab.errors import LabError, TargetError
+from mlseclab.harden import ROLE_VARS
 from mlseclab.inventory import write_inventory
 from mlseclab.secrets import ensure_secrets
 from mlseclab.snapshots import Snapshot, SnapshotStore, human, tree_bytes
@@ -178,6 +180,7 @@ class LocalTarget:
             ui.info(f"  [green]+[/] {ui.esc(item)}")
 
     def up(self) -> None:
+        refuse_gpu_only(self.spec)
         host.preflight(self._lab_cidrs(), [self.names.host_uplink])
         with self.home.lock("up"):
             state = self.home.read_state()
@@ -269,6 +272,9 @@ class LocalTarget:
             )
         self._write_access(host_keys)
         self._record(ensure_secrets(self.topo, self.home))
+        # what the roles need from this machine (models, wheelhouse), recorded for harden
+        state[ROLE_VARS] = prepare_local(self.spec, self.names.dataset_dir, image)
+        self.home.write_state(state)
 
     def make_dir(self, state: dict[str, Any], path: Path, mode: int = 0o777) -> bool:
         """Make ``path`` (inside the lab's directory) and its missing parents up to the lab's
