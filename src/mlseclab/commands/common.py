@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from mlseclab.errors import LabError
 from mlseclab.spec import LabSpec, load_spec
 from mlseclab.state import LabHome
 from mlseclab.topology import Topology, derive
+
+DEFAULT_SPEC = Path("inventories/reference/lab.yaml")
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,18 @@ def effective_target(home: LabHome, spec: LabSpec, asked: str | None) -> str:
     return recorded
 
 
-def load_context(args: argparse.Namespace) -> Context:
-    from mlseclab.cli import resolve_spec
+def resolve_spec(args: argparse.Namespace) -> Path:
+    """The spec a command reads: -f FILE, -l NAME, $MLSECLAB_SPEC, or the reference lab."""
+    if getattr(args, "spec", None):
+        return Path(args.spec)
+    if getattr(args, "lab", None):
+        return Path("inventories") / str(args.lab) / "lab.yaml"
+    if env := os.environ.get("MLSECLAB_SPEC"):
+        return Path(env)
+    return DEFAULT_SPEC
 
+
+def load_context(args: argparse.Namespace) -> Context:
     path = resolve_spec(args)
     spec = load_spec(path)
     home = LabHome.for_lab(spec.lab.name)

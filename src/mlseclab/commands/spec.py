@@ -10,8 +10,7 @@ from pathlib import Path
 from rich.table import Table
 
 from mlseclab import posture, ui
-from mlseclab.cli import DEFAULT_SPEC
-from mlseclab.commands.common import load_context
+from mlseclab.commands.common import load_context, resolve_spec
 from mlseclab.errors import OK, LabError
 from mlseclab.graph import render
 from mlseclab.spec import load_spec
@@ -24,9 +23,7 @@ def _n(count: int, word: str) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    path: Path = args.file or (
-        Path("inventories") / args.lab / "lab.yaml" if args.lab else DEFAULT_SPEC
-    )
+    path: Path = args.file or resolve_spec(args)
     spec = load_spec(path)
     posture.check_waivers(spec, path)  # a waiver for a control no check carries waives nothing
     for problem in posture.expired_waivers(spec, path):
