@@ -171,7 +171,7 @@ def test_harden_check_passes_the_recorded_vars_and_writes_nothing_else(
         seen.update(kw)
         return HardenResult("id", tmp_path, "successful", {}, [], 0.0)
 
-    monkeypatch.setattr("mlseclab.commands.harden.run_playbook", fake_run)
+    monkeypatch.setattr("mlseclab.lifecycle.run_playbook", fake_run)
     from mlseclab.commands.harden import harden_lab
 
     args = build_parser().parse_args(["harden", "--check", "-f", str(REFERENCE)])
@@ -182,3 +182,94 @@ def test_harden_check_passes_the_recorded_vars_and_writes_nothing_else(
     assert _tree_hash(home.root.parent, skip=(lock,)) == before
     assert seen["extravars"] == {"mlseclab_wheelhouse_dir": "/somewhere"}
     assert seen["check"] is True
+
+
+def test_open_target_takes_plain_values_and_both_targets_answer_the_protocol(
+    tmp_path: Path,
+) -> None:
+    from mlseclab.errors import TargetError
+    from mlseclab.targets import open_target
+
+    spec = load_spec(REFERENCE)
+    home = LabHome(spec.lab.name, tmp_path)
+    local = open_target(spec, REFERENCE, derive(spec), home, "local")
+    remote = open_target(spec, REFERENCE, derive(spec), home, "proxmox")
+    assert (local.kind, local.runtime_kind, local.rebuilds) == ("local", "container", True)
+    assert (remote.kind, remote.runtime_kind, remote.rebuilds) == ("proxmox", "vm", False)
+    assert local.snapshots is not None and remote.snapshots is None
+    assert remote.quarantine_models() == []
+    with pytest.raises(TargetError, match="`mlseclab rebuild` works on the local target only"):
+        remote.destroy_nodes(["rag-01"])
+    with pytest.raises(LabError, match="--purge-snapshots is for the local target"):
+        remote.down(purge_data=False, purge_snapshots=True, force=False)
+
+
+class _FakeTarget:
+    kind = "local"
+    runtime_kind = "container"
+    rebuilds = True
+    snapshots = None
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+        self.changes: list[str] = []
+
+    def up(self) -> None:
+        self.calls.append("up")
+
+    def destroy_nodes(self, nodes: list[str]) -> None:
+        self.calls.append(f"destroy {','.join(nodes)}")
+
+
+def _sequence(monkeypatch: pytest.MonkeyPatch, fail_on: set[str]) -> list[str]:
+    from mlseclab.harden import HardenResult, HostSummary
+
+    calls: list[str] = []
+
+    def harden_lab(ctx: object, *, limit: str | None = None) -> HardenResult:
+        calls.append(f"harden {limit}")
+        hosts = {h: HostSummary(failed=int(h in fail_on)) for h in (limit or "a,b").split(",")}
+        return HardenResult("x", Path("/nonexistent"), "successful", hosts, [], 0.0)
+
+    def verify_lab(ctx: object, nodes: list[str] | None = None) -> tuple[object, Path]:
+        calls.append(f"verify {nodes}")
+        return object(), Path("/nonexistent")
+
+    monkeypatch.setattr("mlseclab.lifecycle.harden_lab", harden_lab)
+    monkeypatch.setattr("mlseclab.lifecycle.verify_lab", verify_lab)
+    return calls
+
+
+def test_converge_and_rebuild_run_their_steps_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typing import Any
+
+    from mlseclab import lifecycle
+
+    ctx: Any = None
+    calls = _sequence(monkeypatch, fail_on=set())
+    target: Any = _FakeTarget(calls)
+    lifecycle.converge(ctx, target, after_up=lambda: calls.append("after up"))
+    assert calls == ["up", "after up", "harden None", "verify None"]
+    calls.clear()
+    lifecycle.rebuild(ctx, target, ["a"], verify_nodes=["a"])
+    assert calls == ["destroy a", "up", "harden a", "verify ['a']"]
+    calls.clear()
+    lifecycle.converge(ctx, target, harden=False, verify=False)
+    assert calls == ["up"]
+
+
+def test_a_failed_harden_ends_converge_unless_it_keeps_going(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typing import Any
+
+    from mlseclab import lifecycle
+
+    ctx: Any = None
+    calls = _sequence(monkeypatch, fail_on={"b"})
+    target: Any = _FakeTarget(calls)
+    done = lifecycle.converge(ctx, target, limit=["a", "b"])
+    assert calls == ["up", "harden a,b"] and done.run is None and done.broken == {"b"}
+    calls.clear()
+    done = lifecycle.converge(ctx, target, limit=["a", "b"], keep_going=True)
+    assert calls == ["up", "harden a,b", "verify None"] and done.run is not None

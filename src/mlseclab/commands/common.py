@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from mlseclab.context import Context, chosen_nodes, hint
 from mlseclab.errors import LabError
 from mlseclab.spec import LabSpec, load_spec
 from mlseclab.state import LabHome
-from mlseclab.topology import Topology, derive
+from mlseclab.topology import derive
 
 DEFAULT_SPEC = Path("inventories/reference/lab.yaml")
 
-
-@dataclass(frozen=True)
-class Context:
-    spec_path: Path
-    spec: LabSpec
-    topology: Topology
-    home: LabHome
-    target: str
+__all__ = [
+    "DEFAULT_SPEC",
+    "Context",
+    "chosen_nodes",
+    "effective_target",
+    "hint",
+    "load_context",
+    "resolve_spec",
+]
 
 
 TARGETS = ("local", "proxmox")
@@ -76,20 +76,3 @@ def load_context(args: argparse.Namespace) -> Context:
         home=home,
         target=effective_target(home, spec, getattr(args, "target", None)),
     )
-
-
-def hint(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
-def chosen_nodes(ctx: Context, names: list[str]) -> list[str]:
-    """The named nodes in the spec's order (all when none are named); unknown ones refused."""
-    known = list(ctx.spec.nodes)
-    unknown = [n for n in names if n not in ctx.spec.nodes]
-    if unknown:
-        raise LabError(
-            f"{ctx.spec_path}: lab {ctx.spec.lab.name} has no node {unknown[0]!r}"
-            f"{hint(unknown[0], known)}; its nodes: {', '.join(known)}"
-        )
-    return [n for n in known if n in names] if names else known

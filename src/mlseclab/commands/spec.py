@@ -13,8 +13,8 @@ from mlseclab import posture, ui
 from mlseclab.commands.common import load_context, resolve_spec
 from mlseclab.errors import OK, LabError
 from mlseclab.graph import render
+from mlseclab.lifecycle import target_of
 from mlseclab.spec import load_spec
-from mlseclab.targets import open_target
 from mlseclab.topology import derive
 
 
@@ -49,8 +49,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     ctx = load_context(args)
-    target = open_target(ctx)
-    plan = target.plan()
+    plan = target_of(ctx).plan()
     if args.json:
         ui.out.print_json(
             json.dumps(

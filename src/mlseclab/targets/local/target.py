@@ -28,14 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from mlseclab import ui
-from mlseclab.artifacts import prepare_local, refuse_gpu_only
+from mlseclab.artifacts import prepare_local, refuse_gpu_only, spec_models
+from mlseclab.digest import sha256_file
+from mlseclab.drift import DriftFinding
 from mlseclab.errors import LabError, TargetError
 from mlseclab.harden import ROLE_VARS
 from mlseclab.inventory import write_inventory
 from mlseclab.secrets import ensure_secrets
 from mlseclab.snapshots import Snapshot, SnapshotStore, human, tree_bytes
 from mlseclab.state import LabHome, write_private
-from mlseclab.targets import NodeStatus, Plan, PlannedAction
+from mlseclab.targets import NodeStatus, Plan, PlannedAction, dataset_users
 from mlseclab.targets.local import host, network, nodes
 from mlseclab.targets.local.image import ImageCache
 from mlseclab.targets.local.names import LocalNames
@@ -48,7 +50,9 @@ MADE = "made"
 
 
 class LocalTarget:
+    kind = "local"
     runtime_kind = RUNTIME_KIND
+    rebuilds = True
 
     def __init__(self, spec: Any, topology: Topology, home: LabHome) -> None:
         self.spec = spec
@@ -71,13 +75,7 @@ class LocalTarget:
 
     def users_of(self, dataset: str, *, writers_only: bool = False) -> list[str]:
         """The nodes that mount ``dataset`` (read-write only, with ``writers_only``)."""
-        return [
-            name
-            for name, node in self.spec.nodes.items()
-            if any(
-                m.dataset == dataset and (m.mode == "rw" or not writers_only) for m in node.mounts
-            )
-        ]
+        return dataset_users(self.spec, dataset, writers_only=writers_only)
 
     def router_ruleset(self) -> str:
         return render(
@@ -434,7 +432,7 @@ class LocalTarget:
         )
 
     # -- down ------------------------------------------------------------------------
-    def down(self, *, purge_data: bool, force: bool, purge_snapshots: bool = False) -> None:
+    def down(self, *, purge_data: bool, purge_snapshots: bool = False, force: bool) -> None:
         _require_root()
         with self.home.lock("down"):
             state = self.home.read_state()
@@ -600,6 +598,36 @@ class LocalTarget:
         ):
             was = list(pool.map(lambda n: nodes.stop(n, self.names), victims))
         return [n for n, running in zip(victims, was, strict=True) if running]
+
+    # -- drift -------------------------------------------------------------------------
+    def infrastructure_drift(self, nodes: Sequence[str] | None) -> list[DriftFinding]:
+        """What is live against what the spec derives (read-only)."""
+        from mlseclab.targets.local.drift import infrastructure_drift
+
+        return infrastructure_drift(self, list(nodes) if nodes is not None else None)
+
+    def quarantine_models(self) -> list[str]:
+        """Move model files that differ from their pin out of the datasets (kept as evidence).
+
+        The next up puts the pinned file back from the model cache; a model file is
+        never replaced silently, so only ``drift --fix`` does this, and says so.
+        """
+        moved = []
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for name, (model, dataset) in spec_models(self.spec).items():
+            path = self.names.dataset_dir(dataset) / model.file
+            if not path.exists() or sha256_file(path) == model.sha256:
+                continue
+            where = self.names.lab_dir / "quarantine" / dataset / stamp
+            where.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.replace(where / model.file)
+            write_private(
+                where / f"{model.file}.why",
+                f"model {name}: sha256 differed from the pin {model.sha256}; "
+                "moved by drift --fix\n",
+            )
+            moved.append(f"model {name}: {path} -> {where / model.file}")
+        return moved
 
     # -- rebuild -----------------------------------------------------------------------
     def destroy_nodes(self, victims: Sequence[str]) -> None:
