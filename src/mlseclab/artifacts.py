@@ -92,14 +92,22 @@ def pinned_model_files(spec: LabSpec, dataset_dir: Callable[[str], Path]) -> lis
     ]
 
 
-def prepare_local(spec: LabSpec, dataset_dir: Any, image_rootfs: Path) -> dict[str, Any]:
-    """Models into their datasets, the wheelhouse for the image; the roles' extra vars."""
+def refuse_gpu_only(spec: LabSpec) -> None:
+    """The local target cannot run an engine that needs a GPU: refused before anything."""
     gpu_only = [n for n, node in spec.nodes.items() if node.engine is Engine.VLLM]
     if gpu_only:
         raise TargetError(
             f"{', '.join(gpu_only)}: engine vllm needs a VM with an NVIDIA GPU (target proxmox); "
             "the local target runs every node as a container without a GPU: use engine llama_cpp"
         )
+
+
+def prepare_local(spec: LabSpec, dataset_dir: Any, image_rootfs: Path) -> dict[str, Any]:
+    """Models into their datasets, the wheelhouse for the image; the roles' extra vars.
+
+    Run by the local target's ``up``, which records the result in the lab's state.
+    """
+    refuse_gpu_only(spec)
     extravars: dict[str, Any] = {}
     serving = any(n.role is Role.INFERENCE for n in spec.nodes.values())
     if not serving or not spec.models:

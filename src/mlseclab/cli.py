@@ -15,8 +15,6 @@ from typing import NoReturn
 from mlseclab import __version__, ui
 from mlseclab.errors import ERROR, INTERRUPTED, USAGE, LabError, SpecError
 
-DEFAULT_SPEC = Path("inventories/reference/lab.yaml")
-
 EXIT_CODES = (
     f"Exit codes: 0 ok, {ERROR} error, 2 findings (drift or failed checks), "
     f"{USAGE} usage error (bad command line), {INTERRUPTED} interrupted."
@@ -36,7 +34,9 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _spec_options(p: argparse.ArgumentParser) -> None:
+def _spec_options(p: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
+    """-f/--spec and -l/--lab; with neither, $MLSECLAB_SPEC or the reference lab
+    (:func:`mlseclab.commands.common.resolve_spec`)."""
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         "-f",
@@ -46,6 +46,7 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
         help="lab spec (default: $MLSECLAB_SPEC or inventories/reference/lab.yaml)",
     )
     g.add_argument("-l", "--lab", metavar="NAME", help="shorthand for -f inventories/NAME/lab.yaml")
+    return g
 
 
 def _target_option(p: argparse.ArgumentParser) -> None:
@@ -66,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("validate", help="check a lab spec; change nothing")
-    p.add_argument("file", nargs="?", type=Path, help="lab spec (default: the reference lab)")
-    p.add_argument("-l", "--lab", metavar="NAME", help="shorthand for inventories/NAME/lab.yaml")
+    _spec_options(p).add_argument(
+        "file", nargs="?", type=Path, help="lab spec, the same as -f FILE"
+    )
 
     p = sub.add_parser("plan", help="show what up would create")
     _spec_options(p)
@@ -194,16 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("snapshot", metavar="SNAPSHOT_ID", help="an id that `mlseclab snapshots` lists")
     p.add_argument("--yes", action="store_true", help="do not ask first")
     return parser
-
-
-def resolve_spec(args: argparse.Namespace) -> Path:
-    if getattr(args, "spec", None):
-        return Path(args.spec)
-    if getattr(args, "lab", None):
-        return Path("inventories") / str(args.lab) / "lab.yaml"
-    if env := os.environ.get("MLSECLAB_SPEC"):
-        return Path(env)
-    return DEFAULT_SPEC
 
 
 def _dispatch(args: argparse.Namespace) -> int:

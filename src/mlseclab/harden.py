@@ -106,6 +106,31 @@ def _result_of(event: dict[str, Any]) -> TaskResult | None:
     )
 
 
+#: The key in state.json under which ``up`` records the roles' extra variables (the
+#: paths of what it provisioned for them, e.g. ``mlseclab_wheelhouse_dir``).
+ROLE_VARS = "role_vars"
+
+
+def role_vars(home: LabHome) -> dict[str, Any]:
+    """The roles' extra variables as ``up`` recorded them: a pure read of the lab's state.
+
+    Provisioning (secrets, inventory, models, wheelhouse) is ``up``'s; harden and drift
+    only read what it recorded, so ``harden --check`` and ``drift`` write nothing but
+    their run artifacts.
+    """
+    state = home.read_state()
+    if not state:
+        raise LabError(f"lab {home.lab} is not up (no {home.state_file}); run `mlseclab up` first")
+    recorded = state.get(ROLE_VARS)
+    if not isinstance(recorded, dict):
+        raise LabError(
+            f"{home.state_file} records no role variables (the lab was brought up by an older "
+            "mlseclab, or its up did not finish); run `mlseclab up` first: it provisions the "
+            "models and the wheelhouse and records them"
+        )
+    return dict(recorded)
+
+
 def run_playbook(
     home: LabHome,
     *,

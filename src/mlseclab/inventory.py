@@ -140,7 +140,9 @@ def host_vars(topo: Topology, node: str, runtime_kind: str) -> dict[str, Any]:
     }
 
 
-def render_inventory(topo: Topology, home: LabHome, runtime_kind: str) -> str:
+def render_inventory(topo: Topology, home: LabHome, runtime_kind: str, target: str) -> str:
+    """The inventory of a lab that runs on ``target`` (local or proxmox, as ``up`` decided
+    it, not necessarily the spec's ``lab.target``), its nodes as ``runtime_kind``."""
     spec = topo.spec
     groups = topo.groups()
     children: dict[str, Any] = {
@@ -167,7 +169,7 @@ def render_inventory(topo: Topology, home: LabHome, runtime_kind: str) -> str:
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "mlseclab_lab": spec.lab.name,
                 "mlseclab_domain": spec.lab.domain,
-                "mlseclab_target": spec.lab.target,
+                "mlseclab_target": target,
                 "mlseclab_operator_address": topo.operator_address,
                 "mlseclab_mgmt_network": spec.networks[spec.mgmt_segment_name()].cidr,
                 "mlseclab_networks": {
@@ -235,8 +237,10 @@ def render_ssh_config(topo: Topology, home: LabHome) -> str:
     return "\n".join(lines)
 
 
-def write_inventory(topo: Topology, home: LabHome, runtime_kind: str) -> tuple[Path, Path]:
-    write_private(home.inventory, render_inventory(topo, home, runtime_kind))
+def write_inventory(
+    topo: Topology, home: LabHome, runtime_kind: str, target: str
+) -> tuple[Path, Path]:
+    write_private(home.inventory, render_inventory(topo, home, runtime_kind, target))
     write_private(home.ssh_config, render_ssh_config(topo, home))
     home.ensure_control_dir()
     return home.inventory, home.ssh_config

@@ -28,7 +28,7 @@ def topo():  # type: ignore[no-untyped-def]
 
 def test_inventory_groups_hosts_and_refers_to_keys_by_path(topo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     home = LabHome("reference", tmp_path)
-    doc = parse_inventory(render_inventory(topo, home, "container"))
+    doc = parse_inventory(render_inventory(topo, home, "container", "local"))
     children = doc["all"]["children"]
     assert set(children) >= {
         "gateway",
@@ -48,7 +48,7 @@ def test_inventory_groups_hosts_and_refers_to_keys_by_path(topo, tmp_path: Path)
         "operator-ssh",
     }
     assert doc["all"]["vars"]["ansible_ssh_private_key_file"] == str(home.ssh_key)
-    text = render_inventory(topo, home, "container")
+    text = render_inventory(topo, home, "container", "local")
     assert "PRIVATE KEY" not in text and "password" not in text.lower()
 
 
@@ -56,7 +56,7 @@ def test_inventory_hands_the_roles_the_python_constants(topo, tmp_path: Path) ->
     """The inference role refuses the suffixes mlseclab refuses: one list, passed in."""
     from mlseclab.catalog import PICKLE_SUFFIXES
 
-    doc = parse_inventory(render_inventory(topo, LabHome("reference", tmp_path), "container"))
+    doc = parse_inventory(render_inventory(topo, LabHome("reference", tmp_path), "container", "local"))
     assert doc["all"]["vars"]["mlseclab_pickle_suffixes"] == list(PICKLE_SUFFIXES)
     defaults = (Path(__file__).parents[2] / "roles/inference/defaults/main.yml").read_text()
     assert 'inference_refused_suffixes: "{{ mlseclab_pickle_suffixes }}"' in defaults

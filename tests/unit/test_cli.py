@@ -127,3 +127,27 @@ def test_ctrl_c_exits_130(
     _dispatch_raising(monkeypatch, KeyboardInterrupt())
     assert main(["status"]) == INTERRUPTED == 130
     assert capsys.readouterr().err == ("error: interrupted; run the same command again to resume\n")
+
+
+def test_validate_finds_the_spec_like_every_other_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from helpers.labs import REFERENCE
+
+    monkeypatch.setenv("MLSECLAB_SPEC", str(REFERENCE))
+    assert main(["validate"]) == OK
+    assert capsys.readouterr().out.startswith(f"{REFERENCE}: valid")
+    missing = tmp_path / "missing.yaml"
+    for argv in (["validate", "-f", str(missing)], ["validate", str(missing)]):
+        assert main(argv) == ERROR
+        assert capsys.readouterr().err.startswith(f"{missing}:")
+    assert main(["validate", "-f", str(REFERENCE), str(REFERENCE)]) == USAGE
+    assert "not allowed with argument -f/--spec" in capsys.readouterr().err
+
+
+def test_the_commands_do_not_import_the_cli() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, mlseclab.commands; sys.exit('mlseclab.cli' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -13,7 +13,9 @@ from mlseclab.topology import derive
 
 def test_inventory_carries_every_dataset_with_its_properties_and_policy(tmp_path: Path) -> None:
     doc = parse_inventory(
-        render_inventory(derive(load_spec(REFERENCE)), LabHome("reference", tmp_path), "container")
+        render_inventory(
+            derive(load_spec(REFERENCE)), LabHome("reference", tmp_path), "container", "local"
+        )
     )
     datasets = doc["all"]["vars"]["mlseclab_datasets"]
     assert sorted(datasets) == ["corpora", "logs", "models", "vectors"]
@@ -39,7 +41,9 @@ def test_inventory_follows_a_changed_dataset_spec(tmp_path: Path) -> None:
         "properties: {recordsize: 8K, compression: zstd, encryption: true}",
     )
     spec = load_text(text)
-    doc = parse_inventory(render_inventory(derive(spec), LabHome("inv", tmp_path), "container"))
+    doc = parse_inventory(
+        render_inventory(derive(spec), LabHome("inv", tmp_path), "container", "local")
+    )
     vectors = doc["all"]["vars"]["mlseclab_datasets"]["vectors"]["properties"]
     assert vectors == {
         "recordsize": "8K",
@@ -51,7 +55,9 @@ def test_inventory_follows_a_changed_dataset_spec(tmp_path: Path) -> None:
 
 def test_pve_hosts_group_exists_and_holds_no_lab_node(tmp_path: Path) -> None:
     topo = derive(load_spec(REFERENCE))
-    doc = parse_inventory(render_inventory(topo, LabHome("reference", tmp_path), "container"))
+    doc = parse_inventory(
+        render_inventory(topo, LabHome("reference", tmp_path), "container", "local")
+    )
     children = doc["all"]["children"]
     assert children[PVE_HOSTS_GROUP] == {"hosts": {}}
     assert not set(children[PVE_HOSTS_GROUP]["hosts"]) & set(topo.nodes)

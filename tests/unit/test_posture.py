@@ -56,12 +56,27 @@ def test_lab_scope(lab):
 '''
 
 
+def write_up_inventory(spec: Path, state: Path, kind: str) -> None:
+    """The inventory `up` would have written for a lab whose nodes run as ``kind``."""
+    from mlseclab.inventory import render_inventory
+    from mlseclab.spec import load_spec
+    from mlseclab.state import LabHome
+    from mlseclab.topology import derive
+
+    topo = derive(load_spec(spec))
+    target = "local" if kind == "container" else "proxmox"
+    state.mkdir(parents=True, exist_ok=True)
+    text = render_inventory(topo, LabHome(topo.spec.lab.name, state), kind, target)
+    (state / "inventory.yml").write_text(text, encoding="utf-8")
+
+
 def _run_plugin(
     tmp_path: Path, spec: Path, *args: str, suite: str = SUITE
 ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, object]]]:
     (tmp_path / "suite").mkdir(exist_ok=True)
     (tmp_path / "suite" / "test_synthetic.py").write_text(suite, encoding="utf-8")
     results = tmp_path / "results.json"
+    write_up_inventory(spec, tmp_path / "state", "container")
     proc = subprocess.run(
         [
             sys.executable,

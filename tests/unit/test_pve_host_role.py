@@ -40,7 +40,9 @@ def test_playbook_with_the_pve_hosts_play_passes_syntax_check(
 ) -> None:
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(
-        render_inventory(derive(load_spec(REFERENCE)), LabHome("reference", tmp_path), "container"),
+        render_inventory(
+            derive(load_spec(REFERENCE)), LabHome("reference", tmp_path), "container", "local"
+        ),
         encoding="utf-8",
     )
     run = subprocess.run(
@@ -158,7 +160,7 @@ def test_zfs_properties_follow_the_spec_in_the_units_zfs_get_shows(tmp_path: Pat
     """What community.general.zfs is given per dataset (ZFS cannot run here)."""
     spec = load_spec(REFERENCE)
     doc = parse_inventory(
-        render_inventory(derive(spec), LabHome("reference", tmp_path), "container")
+        render_inventory(derive(spec), LabHome("reference", tmp_path), "container", "local")
     )
     datasets = doc["all"]["vars"]["mlseclab_datasets"]
     datasets["vectors"]["properties"]["encryption"] = True

@@ -210,7 +210,7 @@ def assert_inert(spec: LabSpec, value: str, tmp: Path) -> None:
     nft_check(router, tmp, "router")
     assert accept_count(router) == len(topo.rules)
 
-    inventory = parse_inventory(render_inventory(topo, home, "container"))
+    inventory = parse_inventory(render_inventory(topo, home, "container", "local"))
     hosts = {
         name: host_vars
         for group in inventory["all"]["children"].values()
@@ -318,7 +318,9 @@ def test_ansible_never_evaluates_a_spec_string_even_past_the_schema(tmp_path: Pa
     hostile_spec, planted = _past_the_schema(spec, LOOKUP)
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(
-        render_inventory(derive(hostile_spec), LabHome("reference", tmp_path), "container"),
+        render_inventory(
+            derive(hostile_spec), LabHome("reference", tmp_path), "container", "local"
+        ),
         encoding="utf-8",
     )
     out = tmp_path / "vars"

@@ -3,52 +3,76 @@
 from __future__ import annotations
 
 import argparse
-import difflib
-from dataclasses import dataclass
+import os
 from pathlib import Path
 
+from mlseclab.context import Context, chosen_nodes, hint
 from mlseclab.errors import LabError
 from mlseclab.spec import LabSpec, load_spec
 from mlseclab.state import LabHome
-from mlseclab.topology import Topology, derive
+from mlseclab.topology import derive
+
+DEFAULT_SPEC = Path("inventories/reference/lab.yaml")
+
+__all__ = [
+    "DEFAULT_SPEC",
+    "Context",
+    "chosen_nodes",
+    "effective_target",
+    "hint",
+    "load_context",
+    "resolve_spec",
+]
 
 
-@dataclass(frozen=True)
-class Context:
-    spec_path: Path
-    spec: LabSpec
-    topology: Topology
-    home: LabHome
-    target: str
+TARGETS = ("local", "proxmox")
+
+
+def recorded_target(home: LabHome) -> str | None:
+    """The target ``up`` recorded in the lab's state.json; None before any ``up`` (or when
+    the state cannot be read: the command that needs it says so itself)."""
+    try:
+        kind = home.read_state().get("target")
+    except (LabError, OSError):
+        return None
+    return kind if kind in TARGETS else None
+
+
+def effective_target(home: LabHome, spec: LabSpec, asked: str | None) -> str:
+    """Where the lab runs: what ``up`` recorded; before any ``up``, ``--target`` or the spec.
+
+    A ``--target`` that disagrees with the recorded one is refused: the lab is where it is.
+    """
+    recorded = recorded_target(home)
+    if recorded is None:
+        return asked or spec.lab.target
+    if asked is not None and asked != recorded:
+        raise LabError(
+            f"lab {spec.lab.name} is up on target {recorded} ({home.state_file} records it), "
+            f"not {asked}: leave out --target, or run `mlseclab down` first to move it to {asked}"
+        )
+    return recorded
+
+
+def resolve_spec(args: argparse.Namespace) -> Path:
+    """The spec a command reads: -f FILE, -l NAME, $MLSECLAB_SPEC, or the reference lab."""
+    if getattr(args, "spec", None):
+        return Path(args.spec)
+    if getattr(args, "lab", None):
+        return Path("inventories") / str(args.lab) / "lab.yaml"
+    if env := os.environ.get("MLSECLAB_SPEC"):
+        return Path(env)
+    return DEFAULT_SPEC
 
 
 def load_context(args: argparse.Namespace) -> Context:
-    from mlseclab.cli import resolve_spec
-
     path = resolve_spec(args)
     spec = load_spec(path)
-    target = getattr(args, "target", None) or spec.lab.target
+    home = LabHome.for_lab(spec.lab.name)
     return Context(
         spec_path=path,
         spec=spec,
         topology=derive(spec),
-        home=LabHome.for_lab(spec.lab.name),
-        target=target,
+        home=home,
+        target=effective_target(home, spec, getattr(args, "target", None)),
     )
-
-
-def hint(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
-def chosen_nodes(ctx: Context, names: list[str]) -> list[str]:
-    """The named nodes in the spec's order (all when none are named); unknown ones refused."""
-    known = list(ctx.spec.nodes)
-    unknown = [n for n in names if n not in ctx.spec.nodes]
-    if unknown:
-        raise LabError(
-            f"{ctx.spec_path}: lab {ctx.spec.lab.name} has no node {unknown[0]!r}"
-            f"{hint(unknown[0], known)}; its nodes: {', '.join(known)}"
-        )
-    return [n for n in known if n in names] if names else known

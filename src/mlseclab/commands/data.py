@@ -6,57 +6,51 @@ import argparse
 import datetime as dt
 import json
 import time
-from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from mlseclab import ui
-from mlseclab.commands.common import Context, chosen_nodes, hint, load_context
-from mlseclab.errors import ERROR, FINDINGS, OK, LabError, TargetError
+from mlseclab.commands.common import chosen_nodes, hint, load_context
+from mlseclab.errors import ERROR, FINDINGS, OK, LabError
+from mlseclab.lifecycle import rebuild, target_of
 from mlseclab.snapshots import human
-
-if TYPE_CHECKING:
-    from mlseclab.targets.local.target import LocalTarget
-
-
-def local_target(ctx: Context, command: str) -> LocalTarget:
-    """The lab's local target; ``command`` is not available on the Proxmox target yet."""
-    if ctx.target != "local":
-        raise TargetError(
-            f"`mlseclab {command}` works on the local target only for now; on Proxmox the "
-            "datasets are ZFS datasets of the pve_host role, which is not written yet"
-        )
-    from mlseclab.targets.local.target import LocalTarget
-
-    return LocalTarget(ctx.spec, ctx.topology, ctx.home)
+from mlseclab.targets import dataset_users, local_only
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
     ctx = load_context(args)
     victims = chosen_nodes(ctx, args.nodes)
-    target = local_target(ctx, "rebuild")
+    target = target_of(ctx)
     start = time.monotonic()
     ui.info(f"rebuild: {ui.esc(', '.join(victims))} of lab [bold]{ui.esc(ctx.spec.lab.name)}[/]")
-    target.destroy_nodes(victims)
-    target.up()  # converges: re-creates the removed nodes from the image, starts stopped ones
-    rebuilt = time.monotonic() - start
-    ui.plain(f"rebuild: {len(victims)} node(s) re-created in {rebuilt:.1f}s; datasets kept")
-    if not args.no_harden:
-        from mlseclab.commands.harden import harden_lab
 
-        if harden_lab(ctx, limit=",".join(victims)).failed:
-            return ERROR
+    def rebuilt() -> None:
+        took = time.monotonic() - start
+        ui.plain(f"rebuild: {len(victims)} node(s) re-created in {took:.1f}s; datasets kept")
+
+    def hardened() -> None:
         ui.plain(
             f"rebuild: {len(victims)} node(s) re-created and hardened in "
             f"{time.monotonic() - start:.0f}s"
         )
-        # The last step of a rebuild is proving the posture of the rebuilt nodes.
-        from mlseclab.commands.verify import verify_lab
 
-        run, _ = verify_lab(ctx, victims)
-        return OK if run.passed else FINDINGS
-    ui.plain(f"  next: mlseclab harden --limit {','.join(victims)}, then mlseclab verify")
-    return OK
+    # The last step of a rebuild is proving the posture of the rebuilt nodes.
+    done = rebuild(
+        ctx,
+        target,
+        victims,
+        verify_nodes=victims,
+        harden=not args.no_harden,
+        after_up=rebuilt,
+        after_harden=hardened,
+    )
+    if done.hardened is None:
+        ui.plain(f"  next: mlseclab harden --limit {','.join(victims)}, then mlseclab verify")
+        return OK
+    if done.hardened.failed:
+        return ERROR
+    assert done.run is not None
+    return OK if done.run.passed else FINDINGS
 
 
 def _age(created: str, now: dt.datetime) -> str:
@@ -69,7 +63,9 @@ def _age(created: str, now: dt.datetime) -> str:
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
     ctx = load_context(args)
-    store = local_target(ctx, "snapshots").snapshots
+    store = target_of(ctx).snapshots
+    if store is None:
+        raise local_only("snapshots")
     try:
         snaps = store.find()
     except PermissionError:
@@ -113,9 +109,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
             f"{ctx.spec_path}: lab {ctx.spec.lab.name} has no dataset {args.dataset!r}"
             f"{hint(args.dataset, known)}; its datasets: {', '.join(known)}"
         )
-    target = local_target(ctx, "restore")
+    target = target_of(ctx)
+    if target.snapshots is None:
+        raise local_only("restore")
     snap = target.snapshots.get(args.dataset, args.snapshot)
-    users = target.users_of(args.dataset)
+    users = dataset_users(ctx.spec, args.dataset)
     if not args.yes:
         question = (
             f"restore dataset {args.dataset} of lab {ctx.spec.lab.name} from snapshot {snap.id} "

@@ -21,47 +21,18 @@ from mlseclab.drift import (
     posture_findings,
 )
 from mlseclab.errors import ERROR, FINDINGS, OK, LabError, TargetError
+from mlseclab.lifecycle import converge, harden_lab, rebuild, target_of, verify_lab
 from mlseclab.posture.report import FRAMEWORK_NAMES, new_report_dir, score
 from mlseclab.templating import render_html
 
 
-def infrastructure(ctx: Context, nodes: list[str] | None) -> list[DriftFinding]:
-    from mlseclab.targets import open_target
-
-    target = open_target(ctx)
-    if ctx.target == "local":
-        from mlseclab.targets.local.drift import infrastructure_drift
-        from mlseclab.targets.local.target import LocalTarget
-
-        assert isinstance(target, LocalTarget)
-        return infrastructure_drift(target, nodes)
-    from mlseclab.targets.proxmox.target import ProxmoxTarget
-
-    assert isinstance(target, ProxmoxTarget)
-    items = target._driver().drift()
-    return [
-        DriftFinding(
-            layer=INFRASTRUCTURE,
-            node=i.resource,
-            what=i.type,
-            expected="as the stack declares it",
-            found="changed on the cluster",
-            detail=i.diff,
-        )
-        for i in items
-    ]
-
-
 def detect(ctx: Context, nodes: list[str] | None, layers: list[str]) -> DriftReport:
-    from mlseclab.commands.harden import harden_lab
-    from mlseclab.commands.verify import verify_lab
-
     report = DriftReport(lab=ctx.spec.lab.name, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     if INFRASTRUCTURE in layers:
         t0 = time.monotonic()
         ui.info("drift: infrastructure")
         try:
-            report.findings += infrastructure(ctx, nodes)
+            report.findings += target_of(ctx).infrastructure_drift(nodes)
         except TargetError as exc:
             report.errors.append(f"infrastructure: {' '.join(exc.lines)}")
         report.seconds[INFRASTRUCTURE] = time.monotonic() - t0
@@ -146,78 +117,46 @@ def write_reports(report: DriftReport, directory: Path) -> None:
     (directory / "report.html").write_text(page, encoding="utf-8")
 
 
-def quarantine_models(ctx: Context) -> list[str]:
-    """Move model files that differ from their pin out of the datasets (kept as evidence).
-
-    The next harden puts the pinned file back from the model cache; a model file is
-    never replaced silently, so only ``drift --fix`` does this, and says so.
-    """
-    if ctx.target != "local":
-        return []
-    from mlseclab.artifacts import pinned_model_files
-    from mlseclab.state import write_private
-    from mlseclab.targets.local.names import LocalNames
-
-    names = LocalNames(ctx.spec.lab.name, Path(ctx.spec.lab.local.datasets_root))
-    moved = []
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for pinned in pinned_model_files(ctx.spec, names.dataset_dir):
-        if pinned.found is None or pinned.matches:
-            continue
-        path, file = pinned.path, pinned.path.name
-        where = names.lab_dir / "quarantine" / pinned.dataset / stamp
-        where.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.replace(where / file)
-        write_private(
-            where / f"{file}.why",
-            f"model {pinned.name}: sha256 differed from the pin {pinned.sha256}; "
-            "moved by drift --fix\n",
-        )
-        moved.append(f"model {pinned.name}: {path} -> {where / file}")
-    return moved
-
-
 def fix(ctx: Context, report: DriftReport, nodes: list[str] | None) -> bool:
     """Put the lab back: converge the infrastructure (up), re-harden the drifted nodes,
     verify; a node that hardening cannot bring back (an account, a process or a listener
     the roles do not own) is rebuilt from the image, datasets kept, and verified again."""
-    from mlseclab.commands.harden import harden_lab
-    from mlseclab.commands.verify import verify_lab
-    from mlseclab.targets import open_target
-
-    ui.info("drift --fix: converging the infrastructure (up)")
-    target = open_target(ctx)
-    target.up()
-    for line in quarantine_models(ctx):
+    target = target_of(ctx)
+    # before up: up puts the pinned file back from the model cache (and refuses to
+    # serve a file that differs from its pin)
+    for line in target.quarantine_models():
         ui.warn(f"drift --fix: quarantined {line}; the pinned file is put back")
     drifted = sorted({f.node for f in report.findings if f.node in ctx.spec.nodes})
-    broken: set[str] = set()
-    if drifted:
-        ui.plain(f"drift --fix: hardening {', '.join(drifted)}")
-        result = harden_lab(ctx, limit=",".join(drifted))
-        broken = {h for h, s in result.hosts.items() if s.failed or s.unreachable}
-        if result.failed and not broken:
-            return False  # the playbook itself failed: nothing to rebuild
-    run, _ = verify_lab(ctx, nodes)
-    broken |= {r.node for r in run.results if r.failing} & set(ctx.spec.nodes)
-    if run.passed and not broken:
+
+    def up_done() -> None:
+        if drifted:
+            ui.plain(f"drift --fix: hardening {', '.join(drifted)}")
+
+    ui.info("drift --fix: converging the infrastructure (up)")
+    done = converge(
+        ctx,
+        target,
+        harden=bool(drifted),
+        limit=drifted,
+        verify_nodes=nodes,
+        keep_going=True,
+        after_up=up_done,
+    )
+    if done.run is None:
+        return False  # the playbook itself failed: nothing to rebuild
+    broken = done.broken
+    broken |= {r.node for r in done.run.results if r.failing} & set(ctx.spec.nodes)
+    if done.run.passed and not broken:
         return True
-    if ctx.target != "local" or not broken:
+    if not target.rebuilds or not broken:
         return False
     victims = sorted(broken)
     ui.warn(
         f"drift --fix: {', '.join(victims)} still differ after hardening: "
         "rebuilding from the image (datasets kept)"
     )
-    from mlseclab.targets.local.target import LocalTarget
-
-    assert isinstance(target, LocalTarget)
-    target.destroy_nodes(victims)
-    target.up()
-    if harden_lab(ctx, limit=",".join(victims)).failed:
-        return False
-    run, _ = verify_lab(ctx, nodes)
-    return run.passed
+    done = rebuild(ctx, target, victims, verify_nodes=nodes)
+    return done.run is not None and done.run.passed
 
 
 def cmd_drift(args: argparse.Namespace) -> int:

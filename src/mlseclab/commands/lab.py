@@ -14,42 +14,51 @@ from rich.table import Table
 from mlseclab import ui
 from mlseclab.commands.common import load_context
 from mlseclab.errors import ERROR, FINDINGS, OK, LabError
-from mlseclab.targets import open_target
+from mlseclab.lifecycle import converge, target_of
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     ctx = load_context(args)
-    target = open_target(ctx)
+    target = target_of(ctx)
     start = time.monotonic()
     ui.info(
         f"up: lab [bold]{ui.esc(ctx.spec.lab.name)}[/] on target {ctx.target} "
         f"from {ui.esc(ctx.spec_path)}"
     )
-    target.up()
-    changes = getattr(target, "changes", [])
-    took = time.monotonic() - start
-    if changes:
-        ui.plain(f"up: {len(changes)} change(s) in {took:.1f}s; lab {ctx.spec.lab.name} is up")
-    else:
-        ui.plain(f"up: nothing to change ({took:.1f}s); lab {ctx.spec.lab.name} is up")
-    if not args.no_harden:
-        from mlseclab.commands.harden import harden_lab
 
-        if harden_lab(ctx).failed:
-            return ERROR
-    ui.plain(f"  ssh -F {ctx.home.ssh_config} {next(iter(ctx.spec.nodes))}")
-    ui.plain(f"  inventory: {ctx.home.inventory}")
-    if not args.no_harden and not args.no_verify:
-        from mlseclab.commands.verify import verify_lab
+    def summary() -> None:
+        took = time.monotonic() - start
+        if target.changes:
+            n = len(target.changes)
+            ui.plain(f"up: {n} change(s) in {took:.1f}s; lab {ctx.spec.lab.name} is up")
+        else:
+            ui.plain(f"up: nothing to change ({took:.1f}s); lab {ctx.spec.lab.name} is up")
 
-        run, _ = verify_lab(ctx)
-        return OK if run.passed else FINDINGS
-    return OK
+    def access() -> None:
+        ui.plain(f"  ssh -F {ctx.home.ssh_config} {next(iter(ctx.spec.nodes))}")
+        ui.plain(f"  inventory: {ctx.home.inventory}")
+
+    done = converge(
+        ctx,
+        target,
+        harden=not args.no_harden,
+        verify=not args.no_harden and not args.no_verify,
+        after_up=summary,
+        after_harden=access,
+    )
+    if done.hardened is None:
+        access()
+        return OK
+    if done.hardened.failed:
+        return ERROR
+    if done.run is None:
+        return OK
+    return OK if done.run.passed else FINDINGS
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     ctx = load_context(args)
-    rows = open_target(ctx).status()
+    rows = target_of(ctx).status()
     if args.json:
         ui.out.print_json(
             json.dumps(
@@ -94,21 +103,9 @@ def cmd_down(args: argparse.Namespace) -> int:
                 f"{flags} was not confirmed; nothing was removed "
                 "(pass --yes to confirm without a question)"
             )
-    target = open_target(ctx)
-    if ctx.target == "local":
-        from mlseclab.targets.local.target import LocalTarget
-
-        assert isinstance(target, LocalTarget)
-        target.down(purge_data=args.purge_data, force=args.force, purge_snapshots=purge_snapshots)
-        snapshots = target.snapshots.root
-    else:
-        if purge_snapshots:
-            raise LabError(
-                "--purge-snapshots is for the local target (Proxmox keeps ZFS snapshots); "
-                "leave it out and destroy those on the hypervisors deliberately"
-            )
-        target.down(purge_data=args.purge_data, force=args.force)
-        snapshots = None
+    target = target_of(ctx)
+    target.down(purge_data=args.purge_data, purge_snapshots=purge_snapshots, force=args.force)
+    snapshots = target.snapshots.root if target.snapshots is not None else None
     ui.plain(
         f"down: lab {ctx.spec.lab.name} removed"
         + (

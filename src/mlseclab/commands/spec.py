@@ -10,12 +10,11 @@ from pathlib import Path
 from rich.table import Table
 
 from mlseclab import posture, ui
-from mlseclab.cli import DEFAULT_SPEC
-from mlseclab.commands.common import load_context
+from mlseclab.commands.common import load_context, resolve_spec
 from mlseclab.errors import OK, LabError
 from mlseclab.graph import render
+from mlseclab.lifecycle import target_of
 from mlseclab.spec import load_spec
-from mlseclab.targets import open_target
 from mlseclab.topology import derive
 
 
@@ -24,9 +23,7 @@ def _n(count: int, word: str) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    path: Path = args.file or (
-        Path("inventories") / args.lab / "lab.yaml" if args.lab else DEFAULT_SPEC
-    )
+    path: Path = args.file or resolve_spec(args)
     spec = load_spec(path)
     posture.check_waivers(spec, path)  # a waiver for a control no check carries waives nothing
     for problem in posture.expired_waivers(spec, path):
@@ -52,8 +49,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     ctx = load_context(args)
-    target = open_target(ctx)
-    plan = target.plan()
+    plan = target_of(ctx).plan()
     if args.json:
         ui.out.print_json(
             json.dumps(

@@ -25,6 +25,7 @@ evidence; :mod:`mlseclab.posture.report` turns that into reports.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class PostureNode:
     role: str
     kind: str  # the spec's kind: vm or container
     topo: LabNode
-    runs_as_container: bool  # on the local target every node is a container
+    runs_as_container: bool  # what up made it (the inventory's mlseclab_kind): container or VM
 
     def __str__(self) -> str:
         return self.name
@@ -71,15 +72,40 @@ class PostureLab:
     def ssh_config(self) -> Path:
         return self.state / "ssh_config"
 
+    @property
+    def inventory(self) -> Path:
+        return self.state / "inventory.yml"
+
+    @functools.cached_property
+    def runtime_kinds(self) -> dict[str, str]:
+        """Each node's ``mlseclab_kind`` (container or vm) from the inventory ``up`` wrote:
+        where the lab runs is what up did, not what the spec's ``lab.target`` says.
+
+        Empty when there is no inventory (the suite collected without a lab): each node is
+        then what the spec's ``kind`` says.
+        """
+        from mlseclab.inventory import parse_inventory
+
+        try:
+            doc = parse_inventory(self.inventory.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        kinds: dict[str, str] = {}
+        for group in (doc or {}).get("all", {}).get("children", {}).values():
+            for host, hostvars in ((group or {}).get("hosts") or {}).items():
+                if isinstance(hostvars, dict) and "mlseclab_kind" in hostvars:
+                    kinds[host] = str(hostvars["mlseclab_kind"])
+        return kinds
+
     def nodes(self) -> list[PostureNode]:
-        container = self.spec.lab.target == "local"
+        kinds = self.runtime_kinds
         return [
             PostureNode(
                 name=name,
                 role=n.role,
                 kind=n.kind.value,
                 topo=self.topology.nodes[name],
-                runs_as_container=container or n.kind.value == "container",
+                runs_as_container=kinds.get(name, n.kind.value) == "container",
             )
             for name, n in self.spec.nodes.items()
         ]

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from mlseclab.errors import TargetError
+
 if TYPE_CHECKING:
-    from mlseclab.commands.common import Context
-    from mlseclab.topology import LabNode
+    from mlseclab.drift import DriftFinding
+    from mlseclab.snapshots import Snapshot, SnapshotStore
+    from mlseclab.spec import LabSpec
+    from mlseclab.state import LabHome
+    from mlseclab.topology import LabNode, Topology
 
 
 @dataclass(frozen=True)
@@ -51,23 +58,63 @@ class NodeStatus:
         )
 
 
+def local_only(command: str) -> TargetError:
+    """The error of a command the Proxmox target does not have yet."""
+    return TargetError(
+        f"`mlseclab {command}` works on the local target only for now; on Proxmox the "
+        "datasets are ZFS datasets of the pve_host role, which is not written yet"
+    )
+
+
+def dataset_users(spec: LabSpec, dataset: str, *, writers_only: bool = False) -> list[str]:
+    """The nodes that mount ``dataset`` (read-write only, with ``writers_only``)."""
+    return list(spec.mounts_of(dataset, writers_only=writers_only))
+
+
 class Target(Protocol):
-    runtime_kind: str
+    """What the commands and :mod:`mlseclab.lifecycle` need from where a lab runs."""
+
+    kind: str  # local | proxmox: what up records in state.json
+    runtime_kind: str  # container | vm: the inventory's mlseclab_kind
+    changes: list[str]  # what the last up or down changed, one line each
+    rebuilds: bool  # whether destroy_nodes (and so a rebuild) is supported
+
+    @property
+    def snapshots(self) -> SnapshotStore | None:
+        """The datasets' snapshots; None where the target keeps none."""
+        ...
 
     def plan(self) -> Plan: ...
 
     def up(self) -> None: ...
 
-    def down(self, *, purge_data: bool, force: bool) -> None: ...
+    def down(self, *, purge_data: bool, purge_snapshots: bool, force: bool) -> None: ...
 
     def status(self) -> list[NodeStatus]: ...
 
+    def infrastructure_drift(self, nodes: Sequence[str] | None) -> list[DriftFinding]: ...
 
-def open_target(ctx: Context) -> Target:
-    if ctx.target == "local":
+    def destroy_nodes(self, nodes: Sequence[str]) -> None:
+        """Stop ``nodes`` and remove them, datasets kept (the first half of a rebuild)."""
+        ...
+
+    def quarantine_models(self) -> list[str]:
+        """Move model files that differ from their pin out of the datasets."""
+        ...
+
+    def restore_dataset(
+        self, dataset: str, snapshot_id: str
+    ) -> tuple[Snapshot, Snapshot | None]: ...
+
+
+def open_target(
+    spec: LabSpec, spec_path: Path, topology: Topology, home: LabHome, kind: str
+) -> Target:
+    """The target ``kind`` (local or proxmox) for this lab."""
+    if kind == "local":
         from mlseclab.targets.local.target import LocalTarget
 
-        return LocalTarget(ctx.spec, ctx.topology, ctx.home)
+        return LocalTarget(spec, topology, home)
     from mlseclab.targets.proxmox.target import ProxmoxTarget
 
-    return ProxmoxTarget(ctx)
+    return ProxmoxTarget(spec, spec_path, topology, home)

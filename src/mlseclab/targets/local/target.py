@@ -28,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from mlseclab import ui
+from mlseclab.artifacts import pinned_model_files, prepare_local, refuse_gpu_only
+from mlseclab.drift import DriftFinding
 from mlseclab.errors import LabError, TargetError
+from mlseclab.harden import ROLE_VARS
 from mlseclab.inventory import write_inventory
 from mlseclab.secrets import ensure_secrets
 from mlseclab.snapshots import Snapshot, SnapshotStore, human, tree_bytes
@@ -46,7 +49,9 @@ MADE = "made"
 
 
 class LocalTarget:
+    kind = "local"
     runtime_kind = RUNTIME_KIND
+    rebuilds = True
 
     def __init__(self, spec: Any, topology: Topology, home: LabHome) -> None:
         self.spec = spec
@@ -172,6 +177,7 @@ class LocalTarget:
             ui.info(f"  [green]+[/] {ui.esc(item)}")
 
     def up(self) -> None:
+        refuse_gpu_only(self.spec)
         host.preflight(self._lab_cidrs(), [self.names.host_uplink])
         with self.home.lock("up"):
             state = self.home.read_state()
@@ -263,6 +269,9 @@ class LocalTarget:
             )
         self._write_access(host_keys)
         self._record(ensure_secrets(self.topo, self.home))
+        # what the roles need from this machine (models, wheelhouse), recorded for harden
+        state[ROLE_VARS] = prepare_local(self.spec, self.names.dataset_dir, image)
+        self.home.write_state(state)
 
     def make_dir(self, state: dict[str, Any], path: Path, mode: int = 0o777) -> bool:
         """Make ``path`` (inside the lab's directory) and its missing parents up to the lab's
@@ -412,7 +421,7 @@ class LocalTarget:
             write_private(self.home.known_hosts, known, 0o644)
         files = (self.home.inventory, self.home.ssh_config)
         before = [f.read_text(encoding="utf-8") if f.exists() else "" for f in files]
-        write_inventory(self.topo, self.home, RUNTIME_KIND)
+        write_inventory(self.topo, self.home, RUNTIME_KIND, "local")
         self._record(
             [
                 f"file {f}"
@@ -422,7 +431,7 @@ class LocalTarget:
         )
 
     # -- down ------------------------------------------------------------------------
-    def down(self, *, purge_data: bool, force: bool, purge_snapshots: bool = False) -> None:
+    def down(self, *, purge_data: bool, purge_snapshots: bool = False, force: bool) -> None:
         _require_root()
         with self.home.lock("down"):
             state = self.home.read_state()
@@ -588,6 +597,36 @@ class LocalTarget:
         ):
             was = list(pool.map(lambda n: nodes.stop(n, self.names), victims))
         return [n for n, running in zip(victims, was, strict=True) if running]
+
+    # -- drift -------------------------------------------------------------------------
+    def infrastructure_drift(self, nodes: Sequence[str] | None) -> list[DriftFinding]:
+        """What is live against what the spec derives (read-only)."""
+        from mlseclab.targets.local.drift import infrastructure_drift
+
+        return infrastructure_drift(self, list(nodes) if nodes is not None else None)
+
+    def quarantine_models(self) -> list[str]:
+        """Move model files that differ from their pin out of the datasets (kept as evidence).
+
+        The next up puts the pinned file back from the model cache; a model file is
+        never replaced silently, so only ``drift --fix`` does this, and says so.
+        """
+        moved = []
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for pinned in pinned_model_files(self.spec, self.names.dataset_dir):
+            if pinned.found is None or pinned.matches:
+                continue
+            path, file = pinned.path, pinned.path.name
+            where = self.names.lab_dir / "quarantine" / pinned.dataset / stamp
+            where.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.replace(where / file)
+            write_private(
+                where / f"{file}.why",
+                f"model {pinned.name}: sha256 differed from the pin {pinned.sha256}; "
+                "moved by drift --fix\n",
+            )
+            moved.append(f"model {pinned.name}: {path} -> {where / file}")
+        return moved
 
     # -- rebuild -----------------------------------------------------------------------
     def destroy_nodes(self, victims: Sequence[str]) -> None:
