@@ -56,7 +56,9 @@ def test_inventory_hands_the_roles_the_python_constants(topo, tmp_path: Path) ->
     """The inference role refuses the suffixes mlseclab refuses: one list, passed in."""
     from mlseclab.catalog import PICKLE_SUFFIXES
 
-    doc = parse_inventory(render_inventory(topo, LabHome("reference", tmp_path), "container", "local"))
+    doc = parse_inventory(
+        render_inventory(topo, LabHome("reference", tmp_path), "container", "local")
+    )
     assert doc["all"]["vars"]["mlseclab_pickle_suffixes"] == list(PICKLE_SUFFIXES)
     defaults = (Path(__file__).parents[2] / "roles/inference/defaults/main.yml").read_text()
     assert 'inference_refused_suffixes: "{{ mlseclab_pickle_suffixes }}"' in defaults
