@@ -7,7 +7,9 @@ takes minutes) and run after its own tests. They need only the fixture ``lab``.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -32,13 +34,56 @@ def _latest_report(reports: Path, kind: str = "") -> dict[str, Any]:
     return data
 
 
+#: What a read-only command may still write under the lab's state directory: its own run
+#: artifacts (ansible-runner's events), the crash log directory, the lock's holder line and
+#: ssh's connection sockets.
+RUN_ARTIFACTS = ("runs", "logs", "lock", "cm-")
+
+
+def _tree_hashes(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256, inode and mtime of every regular file under ``root`` (a file rewritten with
+    the same bytes is a write too), each symlink's target and each directory's mode, by
+    path; top-level entries starting with one of ``skip`` are left out."""
+    found: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if rel.parts[0].startswith(skip):
+            continue
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            found[str(rel)] = "-> " + str(path.readlink())
+        elif stat.S_ISREG(st.st_mode):
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            found[str(rel)] = f"{digest} inode {st.st_ino} mtime {st.st_mtime_ns}"
+        elif stat.S_ISDIR(st.st_mode):
+            found[str(rel)] = f"dir {stat.S_IMODE(st.st_mode):o}"
+    return found
+
+
+def _read_only_trees(lab: Any) -> dict[str, dict[str, str]]:
+    """The lab's state directory, and the datasets only the operator's host writes (the
+    nodes mount them read-only: models, corpora). The read-write datasets are left out:
+    PostgreSQL and the journal receiver write to them on their own, whatever mlseclab runs."""
+    trees = {"state": _tree_hashes(lab.state / lab.spec.lab.name, RUN_ARTIFACTS)}
+    for name in lab.spec.datasets:
+        if lab.spec.mounts_of(name) and not lab.spec.mounts_of(name, writers_only=True):
+            trees[f"dataset {name}"] = _tree_hashes(lab.names.dataset_dir(name))
+    return trees
+
+
 def test_drift_on_the_hardened_lab_finds_nothing_and_verify_passes(
     lab: Any, reports_dir: Path
 ) -> None:
     """`drift` on a freshly hardened lab: no infrastructure drift, check mode reports zero
     changes and zero failures on every node, and every posture check passes (or is N/A by
-    control id). This is also the issue's "harden --check on a hardened lab" proof."""
+    control id). This is also the issue's "harden --check on a hardened lab" proof (the
+    configuration layer is `harden --check`: lifecycle.harden_lab(check=True)), and the
+    proof that both write nothing but their run artifacts: the state directory and the
+    read-only datasets are byte-identical afterwards."""
+    before = _read_only_trees(lab)
+    assert before["state"] and any(k.startswith("dataset") for k in before)
     proc = lab.cli("drift")
+    assert _read_only_trees(lab) == before, "drift wrote into the state or a dataset"
     drift = _latest_report(reports_dir, "drift")
     assert drift["layers_run"] == ["infrastructure", "configuration", "posture"]
     assert not drift["errors"], drift["errors"]
