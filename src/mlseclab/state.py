@@ -144,6 +144,12 @@ class LabHome:
     def logs(self) -> Path:
         return self.root / "logs"
 
+    def forget(self) -> None:
+        """After ``down``: remove what ``up`` wrote for reaching the lab (state, inventory,
+        ssh_config, pinned host keys); the operator key pair stays for the next ``up``."""
+        for f in (self.state_file, self.inventory, self.ssh_config, self.known_hosts):
+            f.unlink(missing_ok=True)
+
     def ensure(self) -> None:
         """Create the lab's directories 0700; refuse any that is not safe to use as root.
 

@@ -444,13 +444,7 @@ class LocalTarget:
                     )
                 ui.plain(f"lab {self.spec.lab.name} is not up; nothing to remove")
             self._down(state, purge_data=purge_data, purge_snapshots=purge_snapshots)
-            for f in (
-                self.home.state_file,
-                self.home.inventory,
-                self.home.ssh_config,
-                self.home.known_hosts,
-            ):
-                f.unlink(missing_ok=True)
+            self.home.forget()
 
     def _down(self, state: dict[str, Any], *, purge_data: bool, purge_snapshots: bool) -> None:
         names = self.names

@@ -133,13 +133,7 @@ class ProxmoxTarget:
             )
         with self.home.lock("down"):
             driver.down()
-            for f in (
-                self.home.state_file,
-                self.home.inventory,
-                self.home.ssh_config,
-                self.home.known_hosts,
-            ):
-                f.unlink(missing_ok=True)
+            self.home.forget()
 
     def status(self) -> list[NodeStatus]:
         recorded = self.home.read_state().get("nodes", {})
