@@ -151,3 +151,23 @@ def test_a_directory_made_by_restore_is_recorded(target: LocalTarget) -> None:
     vectors.mkdir()
     target.remember_made([vectors])
     assert target.home.read_state()[MADE] == [str(vectors)]
+
+
+def test_up_on_an_older_state_adopts_only_the_lab_s_own_layout(
+    target: LocalTarget, tmp_path: Path
+) -> None:
+    """A state written before the record existed: the next ``up`` records the directories of
+    the lab's layout it finds (what that older version made), never a symlink or a stray."""
+    _up_dirs(target, {})
+    (target.names.lab_dir / "stray").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target.names.dataset_dir("logs").rmdir()
+    target.names.dataset_dir("logs").symlink_to(outside)
+    adopted = set(target.layout_dirs())
+    lab = target.names.lab_dir
+    assert str(lab / "nodes" / "rag-01") in adopted and str(lab / "datasets" / "models") in adopted
+    assert str(lab / "stray") not in adopted
+    assert str(target.names.dataset_dir("logs")) not in adopted  # a symlink: never adopted
+    removed = target.remove_files(NODES, adopted, purge_data=False)
+    assert removed == [] and not (lab / "nodes").exists() and outside.is_dir()

@@ -198,6 +198,15 @@ class LocalTarget:
                     "started": time.time(),
                 }
             )
+            if state and MADE not in state:
+                adopted = self.layout_dirs()
+                if adopted:
+                    ui.plain(
+                        "up: the lab's state was written by an older mlseclab, which kept no "
+                        f"record of its directories; recording the {len(adopted)} of the "
+                        f"lab's own layout found under {self.names.lab_dir}"
+                    )
+                state[MADE] = adopted
             made = [*state.get(MADE, [])]
             state[MADE] = made + [p for p in self._read_kept() if p not in made]
             self.home.write_state(state)
@@ -298,6 +307,25 @@ class LocalTarget:
             d.mkdir(mode=mode if d == path else 0o777)
             created = True
         return created
+
+    def layout_dirs(self) -> list[str]:
+        """The directories of the lab's own layout that exist now: the lab's directory, its
+        nodes/ and datasets/ and each node's and dataset's directory, each a real directory
+        inside the lab's directory (:meth:`outside_lab`). What an older mlseclab made without
+        recording it; only a state written before the record existed adopts them."""
+        lab = self.names.lab_dir
+        candidates = [
+            lab,
+            lab / "nodes",
+            lab / "datasets",
+            *(self.names.node_dir(n) for n in self.spec.nodes),
+            *(self.names.dataset_dir(d) for d in self.spec.datasets),
+        ]
+        return [
+            str(d)
+            for d in candidates
+            if d.is_dir() and not d.is_symlink() and self.outside_lab(d) is None
+        ]
 
     def remember_made(self, paths: Iterable[Path]) -> None:
         """Record directories mlseclab made outside ``up`` (a restore into a missing
