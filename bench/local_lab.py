@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from record import write_result  # noqa: E402
-
+from bench.record import write_result  # noqa: E402
 from helpers.labs import derived_lab_text, leftovers, write_lab  # noqa: E402
 from mlseclab.targets.local.names import LocalNames  # noqa: E402
 

@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from record import write_result  # noqa: E402
-
+from bench.record import write_result  # noqa: E402
 from helpers.bigspec import write_big_spec  # noqa: E402
 from mlseclab.cli import main as cli_main  # noqa: E402
 
