@@ -9,6 +9,9 @@ echo "lint: ruff"
 "$bin/ruff" format --check --quiet src tests stacks policy bench
 echo "lint: mypy --strict src/mlseclab"
 "$bin/mypy" --no-error-summary
+echo "lint: mypy --strict tests/helpers (the e2e suite's shared code, which only e2e runs)"
+MYPYPATH=src:tests "$bin/mypy" --no-error-summary --strict --explicit-package-bases \
+  --follow-imports=silent --ignore-missing-imports tests/helpers
 echo "lint: yamllint"
 "$bin/yamllint" --strict .
 if [ -f roles/site.yml ]; then

@@ -113,7 +113,7 @@ def prove(
         )
         for check in t.breaks:
             wanted = LAB_SCOPE if check in lab_scope_checks else t.node
-            got = [r["outcome"] for r in run.results if r["check"] == check and r["node"] == wanted]
+            got = [str(r.outcome) for r in run.results if r.check == check and r.node == wanted]
             proof.outcomes[check] = got[0] if got else "not run"
     finally:
         err = revert(t, topo, names, ssh_config)
