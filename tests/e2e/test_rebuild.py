@@ -73,12 +73,20 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _contents(directory: Path) -> tuple[int, int]:
+    """(files, bytes) under ``directory``: what a snapshot of it must hold. ``up`` puts the
+    spec's pinned models into the models dataset, so it is more than the test's own file."""
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
 def test_rebuild_keeps_datasets_and_identity_and_wipes_the_root_filesystem(lab: Lab) -> None:
     weights = lab.names.dataset_dir("models") / "weights.gguf"
     weights.write_bytes(b"GGUF" + os.urandom(1 << 20))
     table = lab.names.dataset_dir("vectors") / "table.dat"
     table.write_bytes(os.urandom(1 << 16))
     before = {p: _sha256(p) for p in (weights, table)}
+    models_contents = _contents(lab.names.dataset_dir("models"))
     marker = lab.ssh("inference-01", "sudo touch /root/marker && sudo test -e /root/marker")
     assert marker.returncode == 0, marker.stderr
     machine_id = lab.ssh("inference-01", "cat /etc/machine-id").stdout.strip()
@@ -104,7 +112,7 @@ def test_rebuild_keeps_datasets_and_identity_and_wipes_the_root_filesystem(lab: 
     assert [(s["dataset"], s["reason"], s["nodes"]) for s in snaps] == [
         ("models", "rebuild", ["inference-01"])
     ]
-    assert snaps[0]["files"] == 1 and snaps[0]["bytes"] == weights.stat().st_size
+    assert (snaps[0]["files"], snaps[0]["bytes"]) == models_contents
 
 
 def test_rebuild_refuses_an_unknown_node(lab: Lab) -> None:
@@ -126,6 +134,7 @@ def test_down_snapshots_protected_datasets_and_restore_brings_a_file_back(lab: L
     assert lab.cli("up", "--no-harden").returncode == 0
 
     weights.unlink()
+    left = _contents(lab.names.dataset_dir("models"))  # the pinned models up put there
     assert lab.ssh("inference-01", "test -e /srv/models/weights.gguf").returncode == 1
     wrong = lab.cli("restore", "models", "yesterday", "--yes")
     assert wrong.returncode == 1
@@ -138,4 +147,4 @@ def test_down_snapshots_protected_datasets_and_restore_brings_a_file_back(lab: L
     assert inside.returncode == 0, inside.stderr
     assert inside.stdout.split()[0] == digest  # the node was started again on the new data
     pre = [s for s in lab.snapshots() if s["reason"] == "pre-restore"]
-    assert len(pre) == 1 and pre[0]["dataset"] == "models" and pre[0]["files"] == 0
+    assert len(pre) == 1 and pre[0]["dataset"] == "models" and pre[0]["files"] == left[0]
