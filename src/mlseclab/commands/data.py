@@ -14,7 +14,7 @@ from mlseclab.commands.common import chosen_nodes, hint, load_context
 from mlseclab.errors import ERROR, FINDINGS, OK, LabError
 from mlseclab.lifecycle import rebuild, target_of
 from mlseclab.snapshots import human
-from mlseclab.targets import dataset_users, local_only
+from mlseclab.targets import local_only
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
@@ -113,7 +113,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if target.snapshots is None:
         raise local_only("restore")
     snap = target.snapshots.get(args.dataset, args.snapshot)
-    users = dataset_users(ctx.spec, args.dataset)
+    users = list(ctx.spec.mounts_of(args.dataset))
     if not args.yes:
         question = (
             f"restore dataset {args.dataset} of lab {ctx.spec.lab.name} from snapshot {snap.id} "

@@ -66,11 +66,6 @@ def local_only(command: str) -> TargetError:
     )
 
 
-def dataset_users(spec: LabSpec, dataset: str, *, writers_only: bool = False) -> list[str]:
-    """The nodes that mount ``dataset`` (read-write only, with ``writers_only``)."""
-    return list(spec.mounts_of(dataset, writers_only=writers_only))
-
-
 class Target(Protocol):
     """What the commands and :mod:`mlseclab.lifecycle` need from where a lab runs."""
 
