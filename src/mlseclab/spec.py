@@ -132,6 +132,12 @@ PveMapping = Annotated[
         "gpu-inference",
     ),
 ]
+PvePool = Annotated[
+    str,
+    _checked(
+        ab.PVE_POOL, "a Proxmox pool id", "up to 64 letters, digits, '.', '_' and '-'", "ml-lab"
+    ),
+]
 FreeText = Annotated[str, AfterValidator(ab.free_text)]
 FlowName = Annotated[
     str,
@@ -301,7 +307,9 @@ class ProxmoxSettings(Strict):
     )
     sdn_zone: str = Field(default="mlsl", description="SDN VLAN zone id when network_mode is sdn")
     insecure: bool = Field(default=False, description="accept a self-signed API certificate")
-    pool: str | None = Field(default=None, description="resource pool (default: mlseclab-<lab>)")
+    pool: PvePool | None = Field(
+        default=None, description="resource pool (default: mlseclab-<lab>)"
+    )
     clone_parallelism: Annotated[int, Field(ge=1, le=8)] = 2
 
     @field_validator("endpoint")
@@ -340,14 +348,6 @@ class ProxmoxSettings(Strict):
             "mlsl",
         )
     )
-
-    @field_validator("pool")
-    @classmethod
-    def _pool(cls, value: str | None) -> str | None:
-        check = ab.matcher(
-            ab.PVE_POOL, "a Proxmox pool id", "up to 64 letters, digits, '.', '_' and '-'", "ml-lab"
-        )
-        return None if value is None else check(value)
 
 
 class LabSettings(Strict):
