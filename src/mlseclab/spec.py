@@ -594,6 +594,22 @@ class Waiver(Strict):
         return control == self.control and (ALL in self.nodes or node in self.nodes)
 
 
+GroupName = Annotated[
+    str,
+    _checked(ab.DNS_LABEL, "a group name", "up to 63 lowercase letters, digits and '-'", "secops"),
+]
+
+
+class Client(Strict):
+    """A gateway client: an API key (generated), its groups and what it may call."""
+
+    groups: list[GroupName] = Field(
+        default=[], max_length=16, description="RAG documents of these groups are readable"
+    )
+    rate_per_minute: Annotated[int, Field(ge=1, le=100_000)] = 120
+    embeddings: bool = Field(default=False, description="may call /v1/embeddings directly")
+
+
 class Posture(Strict):
     profile: Literal["baseline", "strict"] = "baseline"
     waivers: list[Waiver] = []
@@ -606,6 +622,7 @@ class LabSpec(Strict):
     nodes: dict[str, Node] = Field(min_length=1)
     flows: list[Flow] = []
     models: dict[str, LabModel] = {}
+    clients: dict[str, Client] = {}
     posture: Posture = Posture()
 
     # -- lookups used across the code base --------------------------------
@@ -651,6 +668,7 @@ def check_rules(spec: LabSpec) -> Iterator[tuple[Path, str]]:
     yield from _check_flows(spec)
     yield from _check_models(spec)
     yield from _check_engines(spec)
+    yield from _check_clients(spec)
     yield from _check_posture(spec)
     if spec.lab.target == "proxmox" and spec.lab.proxmox is None:
         yield (
@@ -1009,6 +1027,19 @@ def _check_engines(spec: LabSpec) -> Iterator[tuple[Path, str]]:
                 (
                     f"engine vllm serves one model per node and the spec declares "
                     f"{len(spec.models)}; declare one model or use engine llama_cpp"
+                ),
+            )
+
+
+def _check_clients(spec: LabSpec) -> Iterator[tuple[Path, str]]:
+    """Client names become key file names, nginx map keys and the principal the gateway signs."""
+    for name in spec.clients:
+        if not ab.DNS_LABEL.fullmatch(name):
+            yield (
+                ("clients", name),
+                (
+                    f"{ab.shown(name)} is not a client name; use up to 63 lowercase letters, "
+                    "digits and '-', starting with a letter, e.g. rag-app"
                 ),
             )
 
