@@ -33,9 +33,8 @@ SERVICE_SECRETS = (
     "db-owner-password",  # owns the schema; never used by an application
     "db-ingest-password",  # writes documents and embeddings
     "db-query-password",  # read-only: what the RAG service uses
+    "rag-signing-key",  # HMAC key of the principal assertions the gateway signs for rag-01
 )
-#: client API keys of the gateway: name -> requests per minute
-DEFAULT_CLIENTS = {"operator": 120, "rag-app": 600}
 
 
 @dataclass(frozen=True)
@@ -192,9 +191,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.strip().encode()).hexdigest()
 
 
-def ensure_secrets(
-    topo: Topology, home: LabHome, clients: dict[str, int] | None = None
-) -> list[str]:
+def ensure_secrets(topo: Topology, home: LabHome) -> list[str]:
     """Generate whatever is missing; return what was created (names, never values)."""
     p = paths(home)
     for d in (p.root, p.root / "nodes", p.root / "clients"):
@@ -214,12 +211,16 @@ def ensure_secrets(
         if _ensure_token(p.service(name)):
             created.append(name)
     hashed = {}
-    for client, rate in (clients or DEFAULT_CLIENTS).items():
+    # the spec's clients; a key of a client the spec no longer declares stays on disk
+    # but leaves the gateway's list
+    for client, declared in topo.spec.clients.items():
         if _ensure_token(p.client_key(client)):
             created.append(f"api key {client}")
         hashed[client] = {
             "sha256": hash_key(p.client_key(client).read_text(encoding="utf-8")),
-            "rate_per_minute": rate,
+            "rate_per_minute": declared.rate_per_minute,
+            "groups": sorted(set(declared.groups)),
+            "embeddings": declared.embeddings,
         }
     text = json.dumps(hashed, indent=2, sort_keys=True) + "\n"
     if not p.client_hashes.exists() or p.client_hashes.read_text(encoding="utf-8") != text:
