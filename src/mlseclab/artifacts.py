@@ -102,6 +102,54 @@ def refuse_gpu_only(spec: LabSpec) -> None:
         )
 
 
+#: The RAG corpus beside a spec (``inventories/<lab>/corpus/``) and the dataset it goes in.
+CORPUS_DIR = "corpus"
+CORPUS_DATASET = "corpora"
+#: What one corpus may hold: the RAG service refuses documents over 1 MiB anyway.
+CORPUS_MAX_FILES = 10_000
+CORPUS_MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
+def ensure_corpus(spec: LabSpec, spec_path: Path, dataset_dir: Callable[[str], Path]) -> list[str]:
+    """Copy the corpus beside the spec into the corpora dataset: new and changed files only
+    (compared by sha256), never a symlink, never deleting (the dataset is the operator's
+    data; the manifest decides what is indexed). Returns what it changed."""
+    source = spec_path.parent / CORPUS_DIR
+    if not source.is_dir() or CORPUS_DATASET not in spec.datasets:
+        return []
+    if not spec.mounts_of(CORPUS_DATASET):
+        return []
+    dest = Path(dataset_dir(CORPUS_DATASET))
+    files = sorted(p for p in source.rglob("*") if not p.is_dir())
+    if len(files) > CORPUS_MAX_FILES:
+        raise TargetError(f"{source}: {len(files)} files, more than {CORPUS_MAX_FILES}")
+    changed: list[str] = []
+    for path in files:
+        rel = path.relative_to(source)
+        if path.is_symlink() or not path.is_file():
+            raise TargetError(f"{path}: not a regular file; a corpus holds regular files only")
+        if path.stat().st_size > CORPUS_MAX_FILE_BYTES:
+            raise TargetError(f"{path}: larger than {CORPUS_MAX_FILE_BYTES} bytes")
+        target = dest / rel
+        if (
+            target.is_file()
+            and not target.is_symlink()
+            and sha256_file(target) == sha256_file(path)
+        ):
+            continue
+        for parent in reversed(target.relative_to(dest).parents):
+            d = dest / parent
+            if d.is_symlink():
+                raise TargetError(f"{d} is a symbolic link; remove it and run `mlseclab up` again")
+            d.mkdir(mode=0o755, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.mlseclab-tmp")
+        tmp.write_bytes(path.read_bytes())
+        tmp.chmod(0o644)
+        tmp.replace(target)
+        changed.append(f"corpus {rel}")
+    return changed
+
+
 def prepare_local(spec: LabSpec, dataset_dir: Any, image_rootfs: Path) -> dict[str, Any]:
     """Models into their datasets, the wheelhouse for the image; the roles' extra vars.
 

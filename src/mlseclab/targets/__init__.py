@@ -109,7 +109,7 @@ def open_target(
     if kind == "local":
         from mlseclab.targets.local.target import LocalTarget
 
-        return LocalTarget(spec, topology, home)
+        return LocalTarget(spec, topology, home, spec_path)
     from mlseclab.targets.proxmox.target import ProxmoxTarget
 
     return ProxmoxTarget(spec, spec_path, topology, home)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mlseclab import ui
-from mlseclab.artifacts import pinned_model_files, prepare_local, refuse_gpu_only
+from mlseclab.artifacts import ensure_corpus, pinned_model_files, prepare_local, refuse_gpu_only
 from mlseclab.drift import DriftFinding
 from mlseclab.errors import LabError, TargetError
 from mlseclab.harden import ROLE_VARS
@@ -53,8 +53,11 @@ class LocalTarget:
     runtime_kind = RUNTIME_KIND
     rebuilds = True
 
-    def __init__(self, spec: Any, topology: Topology, home: LabHome) -> None:
+    def __init__(
+        self, spec: Any, topology: Topology, home: LabHome, spec_path: Path | None = None
+    ) -> None:
         self.spec = spec
+        self.spec_path = spec_path
         self.topo = topology
         self.home = home
         self.names = LocalNames(spec.lab.name, Path(spec.lab.local.datasets_root))
@@ -280,6 +283,8 @@ class LocalTarget:
         self._record(ensure_secrets(self.topo, self.home))
         # what the roles need from this machine (models, wheelhouse), recorded for harden
         state[ROLE_VARS] = prepare_local(self.spec, self.names.dataset_dir, image)
+        if self.spec_path is not None:
+            self._record(ensure_corpus(self.spec, self.spec_path, self.names.dataset_dir))
         self.home.write_state(state)
 
     def make_dir(self, state: dict[str, Any], path: Path, mode: int = 0o777) -> bool:
