@@ -163,6 +163,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("remote", nargs=argparse.REMAINDER, help="command to run instead of a shell")
 
     p = sub.add_parser(
+        "rag",
+        help="the RAG service: query it as a client, ingest the corpus, show its state",
+    )
+    rag = p.add_subparsers(dest="rag_command", required=True, metavar="{query,ingest,status}")
+    q = rag.add_parser(
+        "query",
+        help="ask the RAG service through the gateway as a client of the spec",
+        description="POST /v1/rag/query to the gateway with the client's key from the lab's "
+        "secrets (never printed); the answer cites documents that client may read.",
+    )
+    _spec_options(q)
+    q.add_argument("--as", dest="client", required=True, metavar="CLIENT", help="a spec client")
+    q.add_argument("question")
+    q.add_argument("--json", action="store_true", help="the service's JSON answer")
+    for name, text in (
+        ("ingest", "ingest the corpora dataset now (idempotent) and show the report"),
+        ("status", "the RAG units' state and the last ingest report"),
+    ):
+        r = rag.add_parser(name, help=text)
+        _spec_options(r)
+        r.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser(
         "rebuild",
         help="destroy and re-create nodes from the image, keeping datasets; then harden them",
         description="Stop the nodes, snapshot the protected datasets they mount, remove their "

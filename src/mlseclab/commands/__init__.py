@@ -4,6 +4,7 @@ from mlseclab.commands.data import cmd_rebuild, cmd_restore, cmd_snapshots
 from mlseclab.commands.drift import cmd_drift
 from mlseclab.commands.harden import cmd_harden
 from mlseclab.commands.lab import cmd_down, cmd_ssh, cmd_status, cmd_up
+from mlseclab.commands.rag import cmd_rag
 from mlseclab.commands.spec import cmd_graph, cmd_plan, cmd_validate
 from mlseclab.commands.verify import cmd_verify
 
@@ -13,6 +14,7 @@ __all__ = [
     "cmd_graph",
     "cmd_harden",
     "cmd_plan",
+    "cmd_rag",
     "cmd_rebuild",
     "cmd_restore",
     "cmd_snapshots",
