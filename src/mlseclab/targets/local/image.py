@@ -64,9 +64,16 @@ ROLE_PACKAGES: tuple[str, ...] = (
     "python3-psycopg2",
     # observability
     "prometheus",
-    # inference and rag: virtual environments from a wheelhouse; llama.cpp links libgomp
+    # inference: a virtual environment from a wheelhouse; llama.cpp links libgomp
     "python3-venv",
     "libgomp1",
+    # rag: the service runs on the system Python (roles/rag/defaults/main.yml rag_packages)
+    "python3-fastapi",
+    "python3-uvicorn",
+    "python3-psycopg",
+    "python3-httpx",
+    "python3-prometheus-client",
+    "python3-yaml",
 )
 
 #: Units the packages enable that a node must not run until its role says so.
