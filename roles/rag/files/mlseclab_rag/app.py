@@ -75,9 +75,11 @@ def create_app(settings: Settings) -> FastAPI:
     inference = Inference(
         inf["url"], credential("inference-api-key"), inf["embedding_model"], inf["completion_model"]
     )
-    corpus = Path(settings["corpus"]["dir"])
-    with (corpus / "manifest.yaml").open(encoding="utf-8") as f:
-        planted = canaries(parse_manifest(yaml.safe_load(f)))
+    manifest = Path(settings["corpus"]["dir"]) / "manifest.yaml"
+    planted: dict[str, tuple[str, ...]] = {}
+    if manifest.is_file():
+        with manifest.open(encoding="utf-8") as f:
+            planted = canaries(parse_manifest(yaml.safe_load(f)))
     canary_filter = bool(settings.get("canary_filter", True))
     metrics = audit.QueryMetrics(settings.get("metrics_file"))
     max_tokens = int(settings["generation"]["max_tokens"])

@@ -66,8 +66,14 @@ def run(settings: Any, store: Store, inference: Inference) -> dict[str, Any]:
     corpus = Path(settings["corpus"]["dir"])
     max_bytes = int(settings["corpus"]["max_bytes"])
     size, overlap = int(settings["chunk"]["size"]), int(settings["chunk"]["overlap"])
-    entries = load_entries(corpus)
-    known = store.known()
+    if not (corpus / MANIFEST).is_file():
+        # nothing is indexed without a manifest; what is indexed stays until one arrives
+        audit.event("rag.ingest.refused", reason=f"no {MANIFEST} in {corpus}")
+        entries: tuple[Entry, ...] = ()
+        known: dict[str, tuple[str, str]] = {}
+    else:
+        entries = load_entries(corpus)
+        known = store.known()
     report: dict[str, Any] = {
         "documents": len(entries),
         "indexed": [],
