@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from mlseclab.posture.plugin import PostureLab, PostureNode
+from mlseclab.posture.plugin import PostureLab, PostureNode, not_applicable
 from mlseclab.secrets import SecretPaths
 from mlseclab.spec import Purpose
 
@@ -314,3 +316,19 @@ def declared_not_applicable(host: Any) -> dict[str, str]:
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+RAG_FILES = Path(__file__).resolve().parents[2] / "roles" / "rag" / "files"
+
+
+def corpus_entries(lab: PostureLab) -> tuple[Path, Any]:
+    """The RAG corpus beside the spec and its manifest entries (the operator's copy)."""
+    if str(RAG_FILES) not in sys.path:
+        sys.path.insert(0, str(RAG_FILES))
+    import yaml
+    from mlseclab_rag.manifest import parse_manifest
+
+    corpus = lab.spec_path.parent / "corpus"
+    if not (corpus / "manifest.yaml").is_file():
+        not_applicable(f"no corpus beside {lab.spec_path} (corpus/manifest.yaml)")
+    return corpus, parse_manifest(yaml.safe_load((corpus / "manifest.yaml").read_text()))

@@ -333,7 +333,7 @@ VECTORDB = [
 
 RAG_DROPIN_DIR = "/etc/systemd/system/mlseclab-rag.service.d"
 RAG_SETTINGS = "/etc/mlseclab/rag/settings.json"
-RAG_DB_PASSWORD = "/etc/mlseclab/rag/credentials/db-password"
+RAG_DB_PASSWORD = "/etc/mlseclab/rag/credentials/db-query-password"
 
 RAG = [
     Tamper(

@@ -35,13 +35,8 @@ ROLE_LOCAL_SOCKETS: dict[str, list[tuple[str, str, int, str]]] = {
 # A role whose service may not be installed yet: its unit, and why. While the unit is
 # neither enabled nor active, the role's service sockets (those off the management
 # network) are reported not applicable, by name; every other socket is still required.
-DEFERRED_SERVICES: dict[str, tuple[str, str]] = {
-    "rag": (
-        "mlseclab-rag.service",
-        "the RAG application arrives in a later milestone; roles/rag keeps its unit "
-        "disabled until the application is installed",
-    ),
-}
+# Empty: every role's service is installed (rag-01 listens on its app address :8080).
+DEFERRED_SERVICES: dict[str, tuple[str, str]] = {}
 
 Socket = tuple[str, str, int]  # proto, address, port
 
