@@ -10,7 +10,10 @@ parses in its own language and holds the value only as data:
 - the inventory, read back, holds the value unchanged, and Ansible itself, templating
   every variable the roles read, returns it unchanged and runs nothing;
 - ssh_config, /etc/hosts, resolv.conf and nginx's server_name keep their line and
-  token structure.
+  token structure;
+- a client's name and groups, which become a key file name, nginx map entries (quoted),
+  the gateway's signed principal (``client|groups|ts``, split on ``|`` and ``,``) and SQL
+  array elements in the database's check, hold only the DNS-label alphabet.
 
 A second test goes past the schema on purpose (the first wall) to prove the second:
 a Jinja lookup in each string that reaches the inventory is never evaluated.
@@ -36,6 +39,7 @@ from hypothesis import strategies as st
 from helpers.labs import REFERENCE, ROOT
 from mlseclab.errors import SpecError
 from mlseclab.inventory import parse_inventory, render_inventory, render_ssh_config
+from mlseclab.secrets import paths
 from mlseclab.spec import LabSpec, parse_spec
 from mlseclab.state import LabHome
 from mlseclab.targets.local.nodes import hosts_file, resolv_conf
@@ -85,6 +89,8 @@ FIELDS: list[tuple[str, tuple[Any, ...]]] = [
     ("key", ("models", "gemma-3-270m")),
     ("value", ("models", "gemma-3-270m", "source")),
     ("value", ("models", "gemma-3-270m", "description")),
+    ("key", ("clients", "rag-app")),
+    ("value", ("clients", "rag-app", "groups", 0)),
     ("value", ("posture", "waivers", 0, "control")),
     ("value", ("posture", "waivers", 0, "reason")),
     ("value", ("posture", "waivers", 0, "nodes", 0)),
@@ -234,6 +240,11 @@ def assert_inert(spec: LabSpec, value: str, tmp: Path) -> None:
         assert hosts_file(node, spec.lab.domain).count("\n") == 2
         assert re.fullmatch(r"[a-z0-9.-]+", f"{node}.{spec.lab.domain}")  # server_name token
     assert resolv_conf(spec.lab.domain).count("\n") == 2
+    secrets = paths(home)
+    for name, client in spec.clients.items():
+        for token in (name, *client.groups):
+            assert re.fullmatch(r"[a-z][a-z0-9-]*", token), token  # inert in nginx, SQL, '|'
+        assert secrets.client_key(name).parent == secrets.root / "clients"
     assert not SENTINEL.exists()
 
 
