@@ -87,7 +87,7 @@ class Hardened:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hardened]:
     base = tmp_path_factory.mktemp("hard")
-    spec_path = write_lab(base, derived_lab_text("hard", 78, base / "data"))
+    spec_path = write_lab(base, derived_lab_text("hard", 78, base / "data"), corpus=True)
     state = base / "state"
     with running_lab(spec_path, state, harden=True) as spec:
         yield Hardened(spec_path, spec, derive(spec), state, LocalNames("hard", base / "data"))
@@ -140,9 +140,8 @@ def _psql_as_rag(lab: Hardened, sql: str) -> subprocess.CompletedProcess[str]:
         f"host={data} dbname=rag user=rag_query sslmode=verify-full "
         "sslrootcert=/etc/mlseclab/rag/ca.crt"
     )
-    command = (
-        f'PGPASSWORD=$(cat /etc/mlseclab/rag/credentials/db-password) psql -At "{conn}" -c "{sql}"'
-    )
+    password = "$(cat /etc/mlseclab/rag/credentials/db-query-password)"
+    command = f'PGPASSWORD={password} psql -At "{conn}" -c "{sql}"'
     return lab.ssh("rag-01", f"sudo sh -c '{command}'")
 
 
@@ -190,6 +189,118 @@ def test_inference_refuses_to_start_when_a_model_byte_changes(lab: Hardened) -> 
         lab.ssh("inference-01", "systemctl is-active mlseclab-inference.service").stdout.strip()
         == "active"
     )
+
+
+# --- the RAG service ---------------------------------------------------------------------------
+
+RESTRICTED_QUESTION = (
+    "What happened in incident IR-2025-03 when a policy on the chunk table allowed every row?"
+)
+
+
+def _rag(lab: Hardened, client: str, question: str) -> tuple[int, dict[str, Any]]:
+    """`mlseclab rag query --as CLIENT --json`: the operator's CLI, through the gateway."""
+    proc = lab.cli("rag", "query", "--as", client, question, "--json")
+    assert proc.returncode in (0, 1, 2), proc.stderr[-2000:]
+    body: dict[str, Any] = json.loads(proc.stdout)
+    return int(body.pop("status")), body
+
+
+def _restricted(lab: Hardened) -> tuple[set[str], set[str]]:
+    """The restricted documents' ids and canaries, from the corpus beside the spec."""
+    import yaml
+
+    manifest = yaml.safe_load((lab.spec_path.parent / "corpus" / "manifest.yaml").read_text())
+    docs = [d for d in manifest["documents"] if "secops" in d["groups"]]
+    return {d["id"] for d in docs}, {d["canary"] for d in docs if d["canary"]}
+
+
+def _audit(lab: Hardened, request_id: str) -> list[dict[str, Any]]:
+    log = lab.ssh("rag-01", "sudo journalctl -u mlseclab-rag -o cat --no-pager --since -30min")
+    events = [json.loads(x) for x in log.stdout.splitlines() if x.startswith('{"audit"')]
+    return [e for e in events if e.get("request_id") == request_id]
+
+
+def test_rag_answers_a_secops_client_citing_restricted_documents(lab: Hardened) -> None:
+    status, body = _rag(lab, "operator", RESTRICTED_QUESTION)
+    assert status == 200, body
+    cited = {c["document"] for c in body["citations"]}
+    assert "incident-2025-03" in cited, cited
+    assert body["answer"] and body["timings"]["generation_ms"] > 0
+    [event] = _audit(lab, body["request_id"])
+    assert event["client"] == "operator" and "restricted" in event["collections"]
+
+
+def test_rag_never_gives_an_everyone_client_a_restricted_document(lab: Hardened) -> None:
+    restricted, canaries = _restricted(lab)
+    status, body = _rag(lab, "rag-app", RESTRICTED_QUESTION)
+    assert status in (200, 451), body
+    text = json.dumps(body)
+    assert not {c["document"] for c in body.get("citations", [])} & restricted
+    assert not any(token in text for token in canaries)
+    request_id = body.get("request_id") or body["error"]["request_id"]
+    [event] = _audit(lab, request_id)
+    assert event["client"] == "rag-app" and event["groups"] == ["everyone"]
+    assert not set(event["documents"]) & restricted
+    assert "restricted" not in event["collections"]
+
+
+def test_rag_blocks_a_public_note_that_leaks_a_restricted_canary(lab: Hardened) -> None:
+    status, body = _rag(lab, "rag-app", "What is the incident reference in the meeting notes?")
+    assert status == 451, body
+    assert body["error"]["type"] == "canary_blocked"
+    [event] = _audit(lab, body["error"]["request_id"])
+    assert event["audit"] == "rag.canary_blocked"
+    status, body = _rag(lab, "operator", "What is the incident reference in the meeting notes?")
+    assert status == 200, body  # secops may read the incident report
+
+
+def test_rag_quarantined_the_injected_document_and_reingest_adds_nothing(lab: Hardened) -> None:
+    proc = lab.cli("rag", "ingest", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["indexed"] == [] and report["removed"] == [] and report["refused"] == []
+    assert len(report["unchanged"]) == report["documents"] == 24
+    status = json.loads(lab.cli("rag", "status", "--json").stdout)
+    assert status["units"]["mlseclab-rag.service"]["active"] == "active"
+    assert status["last_ingest"]["unchanged"] == report["unchanged"]
+    count = _psql_as_owner(
+        lab,
+        "SELECT status || ':' || (SELECT count(*) FROM rag.chunks WHERE document = s.id)"
+        " FROM rag.sources s WHERE id = 'vendor-integration-notes';",
+    )
+    assert count.stdout.split()[-1] == "quarantined:0", count.stdout + count.stderr
+
+
+def test_rag_refuses_a_request_that_bypasses_the_gateway(lab: Hardened) -> None:
+    app = lab.topo.nodes["rag-01"].interface_on("app").ip  # type: ignore[union-attr]
+    tls = "/etc/nginx/mlseclab/tls"
+    url = f"https://{app}:8080/v1/rag/query"
+    body = '{"question": "restricted?"}'
+    no_cert = lab.ssh(
+        "gateway-01",
+        f"sudo curl -sS -o /dev/null -w '%{{http_code}}' --cacert {tls}/ca.crt "
+        f"-H 'Content-Type: application/json' -d '{body}' {url}",
+    )
+    assert no_cert.stdout.strip() in ("", "000"), no_cert.stdout
+    gateway_cert = lab.ssh(
+        "gateway-01",
+        f"sudo curl -sS -o /dev/null -w '%{{http_code}}' --cacert {tls}/ca.crt "
+        f"--cert {tls}/server.crt --key {tls}/server.key -H 'Content-Type: application/json' "
+        f"-H 'X-Mlseclab-Principal: operator|everyone,secops|1|00' -d '{body}' {url}",
+    )
+    assert gateway_cert.stdout.strip() == "403", gateway_cert.stdout + gateway_cert.stderr
+    from_operator = subprocess.run(
+        ["curl", "-sS", "-m", "5", "-k", url], capture_output=True, text=True, check=False
+    )
+    assert from_operator.returncode != 0  # the router drops it: only the gateway may connect
+
+
+def test_embeddings_are_refused_for_a_client_without_the_right(lab: Hardened) -> None:
+    status, body = lab.gateway(
+        "/v1/embeddings", {"model": "all-minilm-l6-v2", "input": ["x"]}, key="rag-app"
+    )
+    assert status == 403, body
 
 
 def _summary(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:

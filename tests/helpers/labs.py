@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,9 +36,13 @@ def derived_lab_text(name: str, second_octet: int, datasets_root: Path) -> str:
     return text
 
 
-def write_lab(directory: Path, text: str) -> Path:
+def write_lab(directory: Path, text: str, *, corpus: bool = False) -> Path:
+    """``text`` as ``directory/lab.yaml``; with ``corpus``, the reference lab's RAG corpus
+    beside it (up copies a spec's ``corpus/`` into the corpora dataset)."""
     path = directory / "lab.yaml"
     path.write_text(text, encoding="utf-8")
+    if corpus:
+        shutil.copytree(REFERENCE.parent / "corpus", directory / "corpus", dirs_exist_ok=True)
     return path
 
 
