@@ -11,10 +11,10 @@ from __future__ import annotations
 
 if __package__:
     from .tampers import Tamper
-    from .tampers_b import PSQL, _backup, _restore, _wait_port
+    from .tampers_b import PSQL, _backup, _nginx, _restore, _wait_port
 else:
     from tampers import Tamper
-    from tampers_b import PSQL, _backup, _restore, _wait_port
+    from tampers_b import PSQL, _backup, _nginx, _restore, _wait_port
 
 RAG_SETTINGS = "/etc/mlseclab/rag/settings.json"
 RAG_QUERY_PASSWORD = "/etc/mlseclab/rag/credentials/db-query-password"
@@ -45,6 +45,17 @@ def _sql(name: str, breaks: tuple[str, ...], apply: str, revert: str) -> Tamper:
 ACL = "test_rag_chunks_forced_rls_and_query_role_confined"
 
 TAMPERS: list[Tamper] = [
+    _nginx(
+        "gateway-embeddings-for-everyone",
+        ("test_gateway_embeddings_only_for_clients_allowed_them",),
+        "'s/if ($mlseclab_embeddings = 0)/if ($mlseclab_embeddings = 2)/'",
+    ),
+    # the client's own principal header reaches the RAG node (which still checks its HMAC)
+    _nginx(
+        "gateway-principal-passthrough",
+        ("test_gateway_signs_the_rag_principal_over_mutual_tls",),
+        "'s/\\(X-Mlseclab-Principal\\) $mlseclab_principal/\\1 $http_x_mlseclab_principal/'",
+    ),
     # any lab certificate of a node named rag-01 now passes for the gateway's
     _settings(
         "rag-gateway-names-widened",
