@@ -131,6 +131,7 @@ def parse(text: str, file: str = "") -> list[Directive]:
 
 def _directive(words: list[str], file: str, block: list[Directive] | None = None) -> Directive:
     name, args = words[0], list(words[1:])
+    # an empty value (the header dropped, as on the RAG route) is no credential: kept
     if name == "proxy_set_header" and args and args[0].lower() == "authorization":
-        args = [args[0], REDACTED]
+        args = [args[0], *([REDACTED] if any(a.strip('"') for a in args[1:]) else args[1:])]
     return Directive(name=name, args=args, file=file, block=block)
