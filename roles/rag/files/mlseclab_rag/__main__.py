@@ -48,14 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     units = {}
     for unit in ("mlseclab-rag.service", "mlseclab-rag-ingest.service"):
         out = subprocess.run(
-            ["systemctl", "show", "-p", "ActiveState", "-p", "Result", "--value", unit],
+            ["systemctl", "show", "-p", "ActiveState", "-p", "Result", unit],
             capture_output=True,
             text=True,
             check=False,
-        ).stdout.split()
+        ).stdout
+        props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         units[unit] = {
-            "active": out[0] if out else "unknown",
-            "result": out[1] if len(out) > 1 else "",
+            "active": props.get("ActiveState", "unknown"),
+            "result": props.get("Result", ""),
         }
     status = {
         "units": units,
