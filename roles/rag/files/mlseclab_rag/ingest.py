@@ -6,9 +6,7 @@ one has its chunks replaced in one transaction; one gone from the manifest is re
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,9 @@ import yaml
 
 from mlseclab_rag import audit
 from mlseclab_rag.chunk import chunk
+from mlseclab_rag.documents import Refused, read_document
 from mlseclab_rag.inference import Inference
-from mlseclab_rag.manifest import KINDS, Entry, parse_manifest
+from mlseclab_rag.manifest import Entry, parse_manifest
 from mlseclab_rag.normalise import normalise
 from mlseclab_rag.screen import screen
 from mlseclab_rag.store import Store
@@ -27,38 +26,9 @@ MANIFEST = "manifest.yaml"
 EMBED_BATCH = 16
 
 
-class Refused(Exception):
-    """A document that is not ingested, with the reason (oversize, unknown type, ...)."""
-
-
 def load_entries(corpus: Path) -> tuple[Entry, ...]:
     with (corpus / MANIFEST).open(encoding="utf-8") as f:
         return parse_manifest(yaml.safe_load(f))
-
-
-def read_document(corpus: Path, entry: Entry, max_bytes: int) -> tuple[str, str]:
-    """The document's text and kind, or :class:`Refused` saying why not."""
-    kind = entry.kind
-    if kind is None:
-        raise Refused(
-            f"unknown type {Path(entry.path).suffix or '(none)'!r}; accepted: "
-            + ", ".join(sorted(KINDS))
-        )
-    path = corpus / entry.path
-    real = Path(os.path.realpath(path))
-    if not real.is_relative_to(Path(os.path.realpath(corpus))) or not real.is_file():
-        raise Refused(f"{entry.path}: not a regular file inside the corpus")
-    size = real.stat().st_size
-    if size > max_bytes:
-        raise Refused(f"oversize: {size} bytes, the limit is {max_bytes}")
-    raw = real.read_bytes()
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != entry.sha256:
-        raise Refused(f"sha256 {digest} does not match the manifest's {entry.sha256}")
-    try:
-        return raw.decode("utf-8"), kind
-    except UnicodeDecodeError as exc:
-        raise Refused(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def run(settings: Any, store: Store, inference: Inference) -> dict[str, Any]:
