@@ -14,6 +14,7 @@ import yaml
 
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "base": {
+        "base_packages": "Debian packages the role configures, installed first (all in the local image).",
         "base_sysctl_enabled": "Manage sysctls (MLSL-OS-01, MLSL-OS-02).",
         "base_modules_enabled": "Make unused kernel modules not loadable on VMs (MLSL-OS-04).",
         "base_mounts_enabled": "Mount /tmp, /var/tmp, /dev/shm with nodev,nosuid,noexec on VMs (MLSL-OS-05).",
@@ -70,6 +71,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "base_packages_absent": "Packages that must not be installed.",
     },
     "ssh": {
+        "ssh_packages": "Debian packages the role configures, installed first (in the local image).",
         "ssh_access_enabled": "Create the SSH group and put the operator in it (MLSL-SSH-01).",
         "ssh_config_enabled": "Write sshd_config and empty sshd_config.d (MLSL-SSH-02..09).",
         "ssh_service_enabled": "ssh.service enabled after network-online, ssh.socket masked (MLSL-SSH-10).",
@@ -97,6 +99,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "ssh_host_key_types": "Host key types sshd loads (ssh_host_<type>_key); the lab pins ed25519.",
     },
     "firewall": {
+        "firewall_packages": "Debian packages the role configures, installed first (in the local image).",
         "firewall_ruleset_enabled": "Write and load the node's nftables table (MLSL-FW-01..05).",
         "firewall_service_enabled": "nftables.service enabled and started (MLSL-FW-06).",
         "firewall_table": "Name of the inet table the role owns.",
