@@ -17,7 +17,8 @@ from helpers.labs import REFERENCE, SPECS, load_text, reference_text
 from mlseclab import posture
 from mlseclab.cli import main
 from mlseclab.errors import SpecError
-from mlseclab.spec import LabSpec, _dotted, _inner_model, load_spec, validate_data
+from mlseclab.spec import LabSpec, load_spec, validate_data
+from mlseclab.spec.schema import _dotted, _inner_model
 from mlseclab.yamlsource import Located
 
 INVALID = sorted((SPECS / "invalid").glob("*.yaml"))
@@ -403,14 +404,14 @@ def _problems(data: dict[str, Any]) -> list[str]:
 
 
 def test_the_probe_reaches_every_model() -> None:
-    from mlseclab import spec
+    from mlseclab.spec import schema
 
     models = {
         m
-        for m in vars(spec).values()
-        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == spec.__name__
+        for m in vars(schema).values()
+        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == schema.__name__
     }
-    assert {m for _, m in SITES} == models - {spec.Strict}
+    assert {m for _, m in SITES} == models - {schema.Strict}
 
 
 @pytest.mark.parametrize(("path", "model"), SITES, ids=SITE_IDS)
