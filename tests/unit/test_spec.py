@@ -18,7 +18,7 @@ from mlseclab import posture
 from mlseclab.cli import main
 from mlseclab.errors import SpecError
 from mlseclab.spec import LabSpec, load_spec, validate_data
-from mlseclab.spec.schema import _dotted, _inner_model
+from mlseclab.spec.messages import _dotted, _inner_model
 from mlseclab.yamlsource import Located
 
 INVALID = sorted((SPECS / "invalid").glob("*.yaml"))

@@ -5,11 +5,12 @@ only the whole lab can tell; ``messages`` the wording of every problem; ``load``
 file and runs both passes. Everything other modules use is re-exported here.
 """
 
+from mlseclab.spec.load import MAX_SPEC_BYTES, load_spec, parse_spec, validate_data
+from mlseclab.spec.rules import check_rules
 from mlseclab.spec.schema import (
     ALL,
     ANY,
     DATASETS_ROOT,
-    MAX_SPEC_BYTES,
     OPERATOR,
     OPERATOR_USER,
     Engine,
@@ -23,11 +24,7 @@ from mlseclab.spec.schema import (
     Purpose,
     Role,
     Waiver,
-    check_rules,
-    load_spec,
-    parse_spec,
     system_path_problem,
-    validate_data,
 )
 
 __all__ = [
