@@ -18,7 +18,7 @@ from mlseclab import posture
 from mlseclab.cli import main
 from mlseclab.errors import SpecError
 from mlseclab.spec import LabSpec, load_spec, validate_data
-from mlseclab.spec.messages import _dotted, _inner_model
+from mlseclab.spec.messages import _inner_model, dotted
 from mlseclab.yamlsource import Located
 
 INVALID = sorted((SPECS / "invalid").glob("*.yaml"))
@@ -388,7 +388,7 @@ def _model_sites(
 
 
 SITES = list({m: (p, m) for p, m in reversed(list(_model_sites(_full_spec(), LabSpec)))}.values())
-SITE_IDS = [_dotted(path) or "spec" for path, _ in SITES]
+SITE_IDS = [dotted(path) or "spec" for path, _ in SITES]
 
 
 def _at(data: Any, path: tuple[str | int, ...]) -> Any:
@@ -421,7 +421,7 @@ def test_an_unknown_key_anywhere_names_the_valid_keys(
     data = _full_spec()
     _at(data, path)["tagg"] = 1
     names = sorted(f.alias or n for n, f in model.model_fields.items())
-    where = _dotted((*path, "tagg"))
+    where = dotted((*path, "tagg"))
     assert _problems(data)[0].startswith(
         f"{where}: unknown key 'tagg'; valid keys here: {', '.join(names)}"
     )

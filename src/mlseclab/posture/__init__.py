@@ -7,13 +7,13 @@ can check waivers against the catalogue quickly.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mlseclab.errors import LabError, SpecError, SpecProblem
 from mlseclab.spec import LabSpec, Waiver
+from mlseclab.spec.messages import suggest
 
 _MARKER = re.compile(r"mark\.control\(\s*[\"']([^\"']+)[\"']")
 
@@ -54,7 +54,7 @@ def check_waivers(spec: LabSpec, spec_path: Path) -> None:
     for i, control in bad:
         prefix = control.rsplit("-", 1)[0]
         near = sorted(c for c in known if c.startswith(prefix))
-        close = [] if near else difflib.get_close_matches(control, sorted(known), n=1)
+        close = "" if near else suggest(control, sorted(known))
         near = near or sorted(known)[:8]
         problems.append(
             SpecProblem(
@@ -62,8 +62,7 @@ def check_waivers(spec: LabSpec, spec_path: Path) -> None:
                 _line_of(spec_path, ("posture", "waivers", i, "control")),
                 f"posture.waivers[{i}].control",
                 f"{control} is not a control any posture check carries; "
-                f"valid ids include {', '.join(near[:12])}"
-                + (f"; did you mean {close[0]!r}?" if close else ""),
+                f"valid ids include {', '.join(near[:12])}{close}",
             )
         )
     raise SpecError(problems)

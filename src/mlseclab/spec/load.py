@@ -11,7 +11,7 @@ from pathlib import Path as FsPath
 from pydantic import ValidationError
 
 from mlseclab.errors import SpecError, SpecProblem
-from mlseclab.spec.messages import _clean_loc, _describe, _dotted
+from mlseclab.spec.messages import clean_loc, describe, dotted
 from mlseclab.spec.rules import check_rules
 from mlseclab.spec.schema import LabSpec
 from mlseclab.yamlsource import Located, YamlSyntaxError, load_with_lines
@@ -50,7 +50,7 @@ def validate_data(located: Located, file: str) -> LabSpec:
             SpecProblem(
                 file,
                 line,
-                _dotted(path),
+                dotted(path),
                 f"duplicate {what} {path[-1]!r} (first at line {first}); "
                 f"each {what} must be unique",
             )
@@ -72,11 +72,11 @@ def validate_data(located: Located, file: str) -> LabSpec:
         spec = LabSpec.model_validate(located.data)
     except ValidationError as exc:
         for err in exc.errors():
-            loc = _clean_loc(tuple(err["loc"]))
-            problems.append(SpecProblem(file, located.line_of(loc), _dotted(loc), _describe(err)))
+            loc = clean_loc(tuple(err["loc"]))
+            problems.append(SpecProblem(file, located.line_of(loc), dotted(loc), describe(err)))
         raise SpecError(sorted(problems, key=lambda p: p.line)) from None
     for path, message in check_rules(spec):
-        problems.append(SpecProblem(file, located.line_of(path), _dotted(path), message))
+        problems.append(SpecProblem(file, located.line_of(path), dotted(path), message))
     if problems:
         raise SpecError(sorted(problems, key=lambda p: p.line))
     return spec

@@ -15,12 +15,17 @@ from pydantic import BaseModel
 from mlseclab.spec.schema import LabSpec
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """``; did you mean 'x'?`` for the choice closest to ``word``; "" when none is close.
+
+    The one did-you-mean of the project: spec problems and the commands' refusals both
+    end with it.
+    """
     match = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean {match[0]!r}?" if match else ""
 
 
-def _one_of(choices: Iterable[str]) -> str:
+def one_of(choices: Iterable[str]) -> str:
     items = sorted(c if _PLAIN_KEY.fullmatch(c) else repr(c) for c in set(choices))
     return ", ".join(items) if items else "(none declared)"
 
@@ -104,18 +109,18 @@ def _shown(value: Any) -> str:
     return repr(value)
 
 
-def _describe(err: Any) -> str:
+def describe(err: Any) -> str:
     """The message for one pydantic error: what is wrong; what would be valid."""
     kind: str = err["type"]
     shown = _shown(err.get("input"))
-    loc = _clean_loc(tuple(err["loc"]))
+    loc = clean_loc(tuple(err["loc"]))
     parent = _model_at(loc[:-1]) if loc else None
     key = str(loc[-1]) if loc else ""
     if kind == "extra_forbidden":
         if parent is None:
             return f"unknown key {key!r}; remove it (see inventories/reference/lab.yaml)"
         names = _field_names(parent)
-        return f"unknown key {key!r}; valid keys here: {_one_of(names)}" + _suggest(key, names)
+        return f"unknown key {key!r}; valid keys here: {one_of(names)}" + suggest(key, names)
     if kind == "missing":
         field = parent.model_fields.get(key) if parent is not None else None
         what = f": {field.description}" if field is not None and field.description else ""
@@ -143,7 +148,7 @@ def _describe(err: Any) -> str:
     return str(err["msg"])
 
 
-def _dotted(loc: Iterable[str | int]) -> str:
+def dotted(loc: Iterable[str | int]) -> str:
     """``nodes.rag-01.nics[0].ip``; a key that is not a plain word is shown quoted, so a
     newline or markup in a key can never split or restyle the message line."""
     out = ""
@@ -161,6 +166,6 @@ def _dotted(loc: Iterable[str | int]) -> str:
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+def clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     """``loc`` without the union member names pydantic inserts (e.g. 'int', 'ProxmoxTemplate')."""
     return _walk_loc(loc)[0]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from mlseclab import alphabets as ab
 from mlseclab.catalog import BUILTIN_SHA256
-from mlseclab.spec.messages import _one_of, _suggest
+from mlseclab.spec.messages import one_of, suggest
 from mlseclab.spec.schema import (
     ALL,
     CERT_NAME_MAX,
@@ -190,8 +190,8 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
                 yield (
                     (*where, "network"),
                     (
-                        f"unknown network {nic.network!r}; declared: {_one_of(spec.networks)}"
-                        + _suggest(nic.network, spec.networks)
+                        f"unknown network {nic.network!r}; declared: {one_of(spec.networks)}"
+                        + suggest(nic.network, spec.networks)
                     ),
                 )
                 continue
@@ -230,7 +230,7 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             yield (
                 (*base, "nics"),
                 (
-                    f"{name} has no NIC on the mgmt network ({_one_of(mgmt_names)}); "
+                    f"{name} has no NIC on the mgmt network ({one_of(mgmt_names)}); "
                     "every node is managed over mgmt, add one"
                 ),
             )
@@ -260,8 +260,8 @@ def _check_nodes(spec: LabSpec) -> Iterator[tuple[Path, str]]:
                 yield (
                     (*where, "dataset"),
                     (
-                        f"undeclared dataset {mount.dataset!r}; declared: {_one_of(spec.datasets)}"
-                        + _suggest(mount.dataset, spec.datasets)
+                        f"undeclared dataset {mount.dataset!r}; declared: {one_of(spec.datasets)}"
+                        + suggest(mount.dataset, spec.datasets)
                     ),
                 )
             if mount.path in paths:
@@ -294,7 +294,7 @@ def _check_flows(spec: LabSpec) -> Iterator[tuple[Path, str]]:
                 what = f"{value!r} can only be a source"
             else:
                 what = f"unknown role or node {value!r}"
-            yield (*base, key), f"{what}; valid: {_one_of(valid)}" + _suggest(value, valid)
+            yield (*base, key), f"{what}; valid: {one_of(valid)}" + suggest(value, valid)
         if flow.name is None and not ab.NFT_COMMENT.fullmatch(flow.label):
             yield (
                 base,
@@ -307,8 +307,8 @@ def _check_flows(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             yield (
                 (*base, "network"),
                 (
-                    f"unknown network {flow.network!r}; declared: {_one_of(spec.networks)}"
-                    + _suggest(flow.network, spec.networks)
+                    f"unknown network {flow.network!r}; declared: {one_of(spec.networks)}"
+                    + suggest(flow.network, spec.networks)
                 ),
             )
 
@@ -328,8 +328,8 @@ def _check_models(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             yield (
                 (*base, "dataset"),
                 (
-                    f"undeclared dataset {model.dataset!r}; declared: {_one_of(spec.datasets)}"
-                    + _suggest(model.dataset, spec.datasets)
+                    f"undeclared dataset {model.dataset!r}; declared: {one_of(spec.datasets)}"
+                    + suggest(model.dataset, spec.datasets)
                 ),
             )
         if model.source.startswith("builtin:"):
@@ -338,8 +338,8 @@ def _check_models(spec: LabSpec) -> Iterator[tuple[Path, str]]:
                 yield (
                     (*base, "source"),
                     (
-                        f"unknown built-in model {builtin!r}; built-in: {_one_of(BUILTIN_SHA256)}"
-                        + _suggest(builtin, BUILTIN_SHA256)
+                        f"unknown built-in model {builtin!r}; built-in: {one_of(BUILTIN_SHA256)}"
+                        + suggest(builtin, BUILTIN_SHA256)
                     ),
                 )
             elif BUILTIN_SHA256[builtin] != model.sha256:
@@ -404,7 +404,7 @@ def _check_posture(spec: LabSpec) -> Iterator[tuple[Path, str]]:
                 yield (
                     ("posture", "waivers", i, "nodes", j),
                     (
-                        f"unknown node {node!r}; declared: {_one_of(spec.nodes)}"
-                        + _suggest(node, spec.nodes)
+                        f"unknown node {node!r}; declared: {one_of(spec.nodes)}"
+                        + suggest(node, spec.nodes)
                     ),
                 )
