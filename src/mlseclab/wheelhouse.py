@@ -38,8 +38,8 @@ from pathlib import Path
 
 from mlseclab.digest import sha256_file
 from mlseclab.errors import TargetError
+from mlseclab.process import run, unmount
 from mlseclab.spec import DATASETS_ROOT
-from mlseclab.targets.local.host import run, unmount
 from mlseclab.targets.local.image import in_chroot
 
 DEFAULT_CACHE = Path(DATASETS_ROOT) / "wheelhouse"

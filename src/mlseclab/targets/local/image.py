@@ -33,7 +33,7 @@ import yaml
 
 from mlseclab.errors import TargetError
 from mlseclab.harden import PLAYBOOK
-from mlseclab.targets.local.host import run
+from mlseclab.process import run
 
 SUITE = "trixie"
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlseclab import ui
+from mlseclab import process, ui
 from mlseclab.artifacts import pinned_model_files, prepare_local, refuse_gpu_only
 from mlseclab.drift import DriftFinding
 from mlseclab.errors import LabError, TargetError
@@ -95,7 +95,7 @@ class LocalTarget:
             found += [
                 f"mount {d / 'root'}"
                 for d in sorted(nodes_dir.iterdir())
-                if host.is_mounted(d / "root")
+                if process.is_mounted(d / "root")
             ]
         return found
 
@@ -399,7 +399,7 @@ class LocalTarget:
 
     def live_router_table(self) -> str | None:
         """The router's table as nftables lists it, without counter values (None: absent)."""
-        live = host.run(
+        live = process.run(
             [
                 "ip",
                 "netns",
@@ -427,8 +427,8 @@ class LocalTarget:
         ):
             return
         nft = ["ip", "netns", "exec", self.names.router_ns, "nft"]
-        host.run([*nft, "--check", "-f", "-"], input_text=ruleset)
-        host.run([*nft, "-f", "-"], input_text=ruleset)
+        process.run([*nft, "--check", "-f", "-"], input_text=ruleset)
+        process.run([*nft, "-f", "-"], input_text=ruleset)
         write_private(rendered, ruleset, 0o644)
         write_private(applied, self.live_router_table() or "", 0o644)
         self._record([f"nftables {self.names.nft_table} ({len(self.topo.rules)} rules)"])
@@ -502,7 +502,7 @@ class LocalTarget:
         self._snapshot(keep_safe, "purge" if purge_data else "down", present)
         removed: list[str] = []
         for node in targets:
-            if host.unmount(names.node_dir(node) / "root"):
+            if process.unmount(names.node_dir(node) / "root"):
                 removed.append(f"rootfs {node}")
         for ns in network.list_netns(names.netns_prefix):
             if ns != names.router_ns and network.delete_netns(ns):
@@ -677,7 +677,7 @@ class LocalTarget:
             for node in victims:
                 d = self.names.node_dir(node)
                 nodes.save_identity(node, self.names)
-                if host.unmount(d / "root"):
+                if process.unmount(d / "root"):
                     removed.append(f"rootfs {node}")
                 outside = self.outside_lab(d) if d.exists() or d.is_symlink() else None
                 if outside is not None:
