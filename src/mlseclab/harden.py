@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlseclab import checkout
 from mlseclab.errors import LabError
 from mlseclab.state import LabHome
 
-REPO = Path(__file__).resolve().parents[2]
-PLAYBOOK = REPO / "roles" / "site.yml"
-ANSIBLE_CFG = REPO / "ansible.cfg"
+PLAYBOOK = checkout.site_yml()
 
 #: ``MLSECLAB_MITOGEN=0`` runs Ansible's own SSH transport instead of Mitogen.
 MITOGEN_SWITCH = "MLSECLAB_MITOGEN"
@@ -207,7 +206,7 @@ def run_playbook(
         cmdline=" ".join(cmdline),
         extravars=extravars or {},
         envvars={
-            "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
+            "ANSIBLE_CONFIG": str(checkout.ansible_cfg()),
             "ANSIBLE_NOCOLOR": "1",
             "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
             **transport_env(),

@@ -11,30 +11,18 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from mlseclab.errors import LabError, SpecError, SpecProblem
+from mlseclab import checkout
+from mlseclab.errors import SpecError, SpecProblem
 from mlseclab.spec import LabSpec, Waiver
 from mlseclab.spec.messages import suggest
 
 _MARKER = re.compile(r"mark\.control\(\s*[\"']([^\"']+)[\"']")
 
 
-def suite_dir() -> Path:
-    """tests/posture of the checkout mlseclab runs from."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "tests" / "posture"
-        if (candidate / "test_network.py").is_file():
-            return candidate
-    raise LabError(
-        "the posture suite (tests/posture) was not found next to this mlseclab;",
-        "run mlseclab from its checkout (pip install -e .)",
-    )
-
-
 def controls() -> set[str]:
     """The lab control ids the suite's checks carry (first argument of each control marker)."""
     found: set[str] = set()
-    for path in sorted(suite_dir().glob("test_*.py")):
+    for path in sorted(checkout.posture_suite().glob("test_*.py")):
         found.update(_MARKER.findall(path.read_text(encoding="utf-8")))
     return found
 
