@@ -72,8 +72,8 @@ def test_mounts_of_a_dataset(topo) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_pinned_model_files_compare_the_dataset_file_with_its_pin(tmp_path: Path) -> None:
-    from mlseclab.artifacts import pinned_model_files
     from mlseclab.catalog import BUILTIN
+    from mlseclab.targets.local.artifacts import pinned_model_files
 
     spec = load_spec(REFERENCE)
     pinned = {p.name: p for p in pinned_model_files(spec, lambda ds: tmp_path / ds)}

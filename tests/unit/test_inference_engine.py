@@ -548,7 +548,7 @@ def test_vllm_task_files_pass_ansible_lint_production() -> None:
 
 
 def test_local_target_refuses_a_vllm_node_before_producing_anything(tmp_path: Path) -> None:
-    from mlseclab.artifacts import prepare_local
+    from mlseclab.targets.local.artifacts import prepare_local
 
     spec = load_spec(SPECS / "valid" / "vllm-gpu.yaml")
     with pytest.raises(

@@ -11,12 +11,12 @@ import pytest
 
 from helpers.labs import derived_lab_text, write_lab
 from mlseclab.cli import main
-from mlseclab.snapshots import (
+from mlseclab.targets.local.names import LocalNames
+from mlseclab.targets.local.snapshots import (
     SnapshotError,
     SnapshotStore,
     listing,
 )
-from mlseclab.targets.local.names import LocalNames
 
 T0 = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 

@@ -13,9 +13,9 @@ from mlseclab import ui
 from mlseclab.commands.common import chosen_nodes, load_context
 from mlseclab.errors import ERROR, FINDINGS, OK, LabError
 from mlseclab.lifecycle import rebuild, target_of
-from mlseclab.snapshots import human
 from mlseclab.spec.messages import suggest
 from mlseclab.targets import local_only
+from mlseclab.targets.local.snapshots import human
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ under the lab's own directory ``<datasets_root>/<lab>/`` before it makes it, and
 symbolic link on the way. Anything else is left alone and reported. What ``down``
 keeps (protected datasets) stays recorded in ``kept.json`` next to the state.
 
-Protected datasets are snapshotted (:mod:`mlseclab.snapshots`) before ``down``
+Protected datasets are snapshotted (:mod:`mlseclab.targets.local.snapshots`) before ``down``
 or ``rebuild`` destroys a node that mounts them: the nodes are stopped first,
 then the copy is taken, then anything is removed.
 """
@@ -28,18 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from mlseclab import process, ui
-from mlseclab.artifacts import pinned_model_files, prepare_local, refuse_gpu_only
 from mlseclab.drift import DriftFinding
 from mlseclab.errors import LabError, TargetError
 from mlseclab.harden import ROLE_VARS
 from mlseclab.inventory import write_inventory
 from mlseclab.secrets import ensure_secrets
-from mlseclab.snapshots import Snapshot, SnapshotStore, human, tree_bytes
 from mlseclab.state import LabHome, write_private
 from mlseclab.targets import NodeStatus, Plan, PlannedAction
 from mlseclab.targets.local import host, network, nodes
+from mlseclab.targets.local.artifacts import pinned_model_files, prepare_local, refuse_gpu_only
 from mlseclab.targets.local.image import ImageCache
 from mlseclab.targets.local.names import LocalNames
+from mlseclab.targets.local.snapshots import Snapshot, SnapshotStore, human, tree_bytes
 from mlseclab.templating import render
 from mlseclab.topology import Topology
 

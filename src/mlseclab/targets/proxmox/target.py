@@ -26,9 +26,9 @@ from mlseclab.targets.proxmox.engine import PulumiEngine
 from mlseclab.targets.proxmox.offline import plan_offline
 
 if TYPE_CHECKING:
-    from mlseclab.snapshots import Snapshot, SnapshotStore
     from mlseclab.spec import LabSpec
     from mlseclab.state import LabHome
+    from mlseclab.targets.local.snapshots import Snapshot, SnapshotStore
     from mlseclab.topology import Topology
 
 RUNTIME_KIND = "vm"
