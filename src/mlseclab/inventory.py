@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from mlseclab.catalog import PICKLE_SUFFIXES, model_file
 from mlseclab.errors import LabError
+from mlseclab.ml.catalog import PICKLE_SUFFIXES, model_file
 from mlseclab.spec import DATASETS_ROOT, OPERATOR_USER, LabSpec, Role
 from mlseclab.state import STATE_ROOT_ENV, LabHome, write_private
 from mlseclab.topology import Rule, Topology

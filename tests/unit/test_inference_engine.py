@@ -30,8 +30,8 @@ import pytest
 import yaml
 
 from helpers.labs import SPECS
-from mlseclab.catalog import PICKLE_SUFFIXES
 from mlseclab.errors import TargetError
+from mlseclab.ml.catalog import PICKLE_SUFFIXES
 from mlseclab.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]

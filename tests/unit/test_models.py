@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mlseclab import catalog
-from mlseclab.catalog import PICKLE_SUFFIXES
 from mlseclab.errors import TargetError
-from mlseclab.models import (
+from mlseclab.ml import catalog
+from mlseclab.ml.catalog import PICKLE_SUFFIXES
+from mlseclab.ml.models import (
     DEFAULT_MODELS,
     GEMMA3_270M,
     MINILM_L6_V2,
@@ -28,7 +28,7 @@ from mlseclab.models import (
     refuse_pickle,
     render_manifest,
 )
-from mlseclab.wheelhouse import (
+from mlseclab.ml.wheelhouse import (
     WHEEL_DEPENDS,
     Wheel,
     installed_versions,
@@ -375,7 +375,7 @@ def test_os_codename() -> None:
 def test_tiny_bert_converts_without_torch(tmp_path: Path) -> None:
     gguf = pytest.importorskip("gguf")
     np = pytest.importorskip("numpy")
-    from mlseclab.models import convert_bert_f16
+    from mlseclab.ml.models import convert_bert_f16
 
     d = tmp_path / "tiny-bert"
     d.mkdir()
@@ -485,7 +485,7 @@ def test_tiny_bert_converts_without_torch(tmp_path: Path) -> None:
 def test_wheelhouse_archive_is_deterministic_and_holds_the_requirements(tmp_path: Path) -> None:
     import tarfile
 
-    from mlseclab.wheelhouse import write_archive
+    from mlseclab.ml.wheelhouse import write_archive
 
     d = make_wheels(tmp_path, ["b-1.0-py3-none-any.whl", "a-2.0-py3-none-any.whl"])
     write_requirements(d)

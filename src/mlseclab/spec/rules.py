@@ -9,7 +9,7 @@ import ipaddress
 from collections.abc import Iterator
 
 from mlseclab import alphabets as ab
-from mlseclab.catalog import BUILTIN_SHA256
+from mlseclab.ml.catalog import BUILTIN_SHA256
 from mlseclab.spec.messages import one_of, suggest
 from mlseclab.spec.schema import (
     ALL,

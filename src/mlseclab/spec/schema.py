@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from mlseclab import alphabets as ab
-from mlseclab.catalog import BUILTIN_PREFIX, FILE_PREFIX, PICKLE_SUFFIXES
+from mlseclab.ml.catalog import BUILTIN_PREFIX, FILE_PREFIX, PICKLE_SUFFIXES
 
 DNS_LABEL = re.compile(rf"^{ab.DNS_LABEL.pattern}$")
 SEGMENT_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,10}[a-z0-9])?$")  # br-<name> fits IFNAMSIZ

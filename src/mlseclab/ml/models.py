@@ -19,7 +19,7 @@ Sources:
 ``file``
     A GGUF file the operator already has (``path``), copied in and checked.
 
-Pickle-based formats (:data:`mlseclab.catalog.PICKLE_SUFFIXES`) can run code
+Pickle-based formats (:data:`mlseclab.ml.catalog.PICKLE_SUFFIXES`) can run code
 when loaded; they are refused wherever they appear (OWASP LLM03, ATLAS AML.T0010.003).
 """
 
@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mlseclab.catalog import BUILTIN, PICKLE_SUFFIXES
 from mlseclab.digest import sha256_file
 from mlseclab.errors import TargetError
+from mlseclab.ml.catalog import BUILTIN, PICKLE_SUFFIXES
 from mlseclab.spec import DATASETS_ROOT
 
 #: What the inference server (llama.cpp) loads.
