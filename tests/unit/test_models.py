@@ -375,7 +375,7 @@ def test_os_codename() -> None:
 def test_tiny_bert_converts_without_torch(tmp_path: Path) -> None:
     gguf = pytest.importorskip("gguf")
     np = pytest.importorskip("numpy")
-    from mlseclab.ml.models import convert_bert_f16
+    from mlseclab.ml.convert import convert_bert_f16
 
     d = tmp_path / "tiny-bert"
     d.mkdir()

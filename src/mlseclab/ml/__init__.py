@@ -1,2 +1,4 @@
-"""ML weights and packages: the model catalogue, fetching and pinning model files, the
-wheelhouse of inference packages, and the BERT to GGUF converter."""
+"""ML weights and packages: the model catalogue (catalog), fetching and pinning model
+files (models), the BERT to GGUF converter (convert) and the wheelhouse of inference
+packages (wheelhouse).
+"""
