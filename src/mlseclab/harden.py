@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,7 +237,3 @@ def run_playbook(
         results=results,
         seconds=time.monotonic() - start,
     )
-
-
-def describe_limit(limit: Sequence[str] | None) -> str | None:
-    return ",".join(limit) if limit else None

@@ -615,9 +615,3 @@ class LabSpec(Strict):
 
     def mgmt_segment_name(self) -> str:
         return next(n for n, s in self.networks.items() if s.purpose is Purpose.MGMT)
-
-    def nodes_by_role(self) -> dict[Role, list[str]]:
-        out: dict[Role, list[str]] = {}
-        for name, node in self.nodes.items():
-            out.setdefault(node.role, []).append(name)
-        return out
