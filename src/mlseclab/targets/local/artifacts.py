@@ -121,6 +121,6 @@ def prepare_local(spec: LabSpec, dataset_dir: Any, image_rootfs: Path) -> dict[s
     for dataset, models in by_dataset.items():
         with ui.step(f"models: {', '.join(m.name for m in models)} (sha256 pinned)"):
             ensure_models(tuple(models), Path(dataset_dir(dataset)))
-    with ui.step("model server wheelhouse (llama-cpp-python, built once per Python and C library of the image)"):
+    with ui.step("model server wheelhouse (llama-cpp-python, built once per Python and libc)"):
         extravars["mlseclab_wheelhouse_dir"] = str(ensure_wheelhouse(image_rootfs))
     return extravars
