@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from mlseclab.catalog import PICKLE_SUFFIXES, model_file
 from mlseclab.errors import LabError
-from mlseclab.spec import OPERATOR_USER, LabSpec, Role
+from mlseclab.ml.catalog import PICKLE_SUFFIXES, model_file
+from mlseclab.spec import DATASETS_ROOT, OPERATOR_USER, LabSpec, Role
 from mlseclab.state import STATE_ROOT_ENV, LabHome, write_private
 from mlseclab.topology import Rule, Topology
 
@@ -108,6 +108,12 @@ def dataset_vars(spec: LabSpec) -> dict[str, Any]:
     }
 
 
+def datasets_root(spec: LabSpec, target: str) -> str:
+    """Where datasets live on the host: the spec's ``lab.local.datasets_root`` on the local
+    target; on Proxmox the stack's default (``StackSettings.datasets_root``)."""
+    return spec.lab.local.datasets_root if target == "local" else DATASETS_ROOT
+
+
 def host_vars(topo: Topology, node: str, runtime_kind: str) -> dict[str, Any]:
     n = topo.nodes[node]
     spec_node = topo.spec.nodes[node]
@@ -170,6 +176,9 @@ def render_inventory(topo: Topology, home: LabHome, runtime_kind: str, target: s
                 "mlseclab_lab": spec.lab.name,
                 "mlseclab_domain": spec.lab.domain,
                 "mlseclab_target": target,
+                # contracts the roles default to (ssh_operator_user, pve_host_datasets_root)
+                "mlseclab_operator_user": OPERATOR_USER,
+                "mlseclab_datasets_root": datasets_root(spec, target),
                 "mlseclab_operator_address": topo.operator_address,
                 "mlseclab_mgmt_network": spec.networks[spec.mgmt_segment_name()].cidr,
                 "mlseclab_networks": {

@@ -1,21 +1,15 @@
-"""Jinja2 templates shared by the orchestrator (``templates/`` at the top of the checkout)."""
+"""Jinja2 templates shared by the orchestrator (:func:`mlseclab.checkout.templates`)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from mlseclab import checkout
 from mlseclab.alphabets import NFT_COMMENT
 
 MANAGED = "Managed by mlseclab: generated from the lab spec; local changes are drift."
-
-
-def templates_dir() -> Path:
-    env = os.environ.get("MLSECLAB_TEMPLATES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "templates"
 
 
 def nft_token(value: object) -> str:
@@ -32,7 +26,7 @@ def nft_token(value: object) -> str:
 
 def _environment(*, html: bool) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
+        loader=jinja2.FileSystemLoader(checkout.templates()),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

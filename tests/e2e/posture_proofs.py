@@ -103,10 +103,10 @@ def test_drift_on_the_hardened_lab_finds_nothing_and_verify_passes(
 def _lab_scope_checks() -> set[str]:
     import ast
 
-    from mlseclab.posture.runner import suite_dir
+    from mlseclab import checkout
 
     found: set[str] = set()
-    for path in suite_dir().glob("test_*.py"):
+    for path in checkout.posture_suite().glob("test_*.py"):
         for fn in ast.parse(path.read_text(encoding="utf-8")).body:
             if isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_"):
                 args = {a.arg for a in fn.args.args}

@@ -1,10 +1,11 @@
 """Tampers: how to break each posture check on purpose, and how to put it back.
 
 Every posture check (a test function in tests/posture) must be named in the
-``breaks`` of at least one tamper; tests/unit/test_posture_tampers.py fails the
-suite when one is not. tests/e2e runs every tamper on a hardened lab: apply it,
-run the checks it names on that node and require each of them to FAIL, revert it,
-and finally require a clean verify.
+``breaks`` of at least one tamper; tests/unit/test_posture.py
+(``test_every_posture_check_has_a_tamper_that_breaks_it``) fails the suite when one
+is not. tests/e2e runs every tamper on a hardened lab: apply it, run the checks it
+names on that node and require each of them to FAIL, revert it, and finally require
+a clean verify.
 
 ``apply``/``revert`` run as root on the node (``sudo sh -c``) through the lab's SSH
 config; ``router_apply``/``router_revert`` run on the operator's host inside the

@@ -93,6 +93,11 @@ _ROOT_LOGIN = _sshd(
 )
 _WEAK_CIPHER = _sshd("sshd-weak-cipher", "'s/^Ciphers .*/&,aes128-cbc/'", reload=True)
 _AUTH_TRIES = _sshd("sshd-max-auth-tries", "'s/^MaxAuthTries .*/MaxAuthTries 6/'")
+_PENALTIES = _sshd(
+    "sshd-penalties-off",
+    "-e 's/^PerSourcePenalties .*/PerSourcePenalties no/' "
+    "-e 's/^PerSourceMaxStartups .*/PerSourceMaxStartups none/'",
+)
 _FORWARDING = _sshd(
     "sshd-tcp-forwarding",
     "-e 's/^DisableForwarding yes$/DisableForwarding no/' "
@@ -135,6 +140,7 @@ TAMPERS: list[Tamper] = [
             "test_auditd_running_with_retention",
             "test_time_synchronised_from_authorised_servers",
             "test_apparmor_enforcing",
+            "test_process_accounting",
         ),
         apply=_NA[0],
         revert=_NA[1],
@@ -457,5 +463,55 @@ TAMPERS: list[Tamper] = [
         breaks=("test_every_approved_socket_listens",),
         apply="systemctl stop prometheus-node-exporter.service",
         revert="systemctl start prometheus-node-exporter.service && " + _wait_listening(9100),
+    ),
+    # -- Lynis gaps: pam_tmpdir, debsums, sysstat, hashing cost, /etc/issue, sshd penalties
+    Tamper(
+        name="pam-tmpdir-removed",
+        node="rag-01",
+        breaks=("test_sessions_get_a_private_tmpdir",),
+        apply=_edit("pam-tmpdir-removed", "/etc/pam.d/common-session", "'/pam_tmpdir\\.so/d'"),
+        revert=_restore("pam-tmpdir-removed", "/etc/pam.d/common-session"),
+    ),
+    Tamper(
+        # /usr/share/openssh/sshd_config is ucf's template for upgrades, read by nothing else
+        name="packaged-file-changed",
+        node="gateway-01",
+        breaks=("test_security_package_files_unchanged",),
+        apply="cp -p /usr/share/openssh/sshd_config /root/tamper-packaged-file-changed.bak"
+        " && printf '# tamper\\n' >> /usr/share/openssh/sshd_config",
+        revert=_restore("packaged-file-changed", "/usr/share/openssh/sshd_config"),
+    ),
+    Tamper(
+        name="sysstat-collection-off",
+        node="obs-01",
+        breaks=("test_sysstat_collects_activity",),
+        apply="systemctl disable --now sysstat-collect.timer",
+        revert="systemctl enable --now sysstat-collect.timer",
+    ),
+    Tamper(
+        name="yescrypt-cost-lowered",
+        node="vectordb-01",
+        breaks=("test_password_hashing_cost",),
+        apply=_edit(
+            "yescrypt-cost-lowered",
+            "/etc/login.defs",
+            "-E 's/^YESCRYPT_COST_FACTOR[[:space:]]+[0-9]+$/YESCRYPT_COST_FACTOR 3/'",
+        ),
+        revert=_restore("yescrypt-cost-lowered", "/etc/login.defs"),
+    ),
+    Tamper(
+        name="issue-names-the-os",
+        node="inference-01",
+        breaks=("test_local_login_banner",),
+        apply="cp -p /etc/issue /root/tamper-issue-names-the-os.bak"
+        " && printf '%s\\n' 'Debian GNU/Linux 13 \\n \\l' >> /etc/issue",
+        revert=_restore("issue-names-the-os", "/etc/issue"),
+    ),
+    Tamper(
+        name="sshd-penalties-off",
+        node="vectordb-01",
+        breaks=("test_sshd_penalises_brute_force",),
+        apply=_PENALTIES[0],
+        revert=_PENALTIES[1],
     ),
 ]

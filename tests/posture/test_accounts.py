@@ -85,6 +85,68 @@ def test_login_defs(node: PostureNode, host: Any) -> None:
     assert not wrong, f"{node.name}: " + "; ".join(wrong)
 
 
+#: The floor of the hashing cost (roles/base sets yescrypt 8, SHA-crypt 100000 rounds).
+YESCRYPT_COST_MIN = 7
+SHA_CRYPT_ROUNDS_MIN = 5000  # glibc's default; Lynis AUTH-9230 wants it set explicitly
+
+
+@pytest.mark.control("MLSL-OS-06", lynis="AUTH-9230")
+def test_password_hashing_cost(node: PostureNode, host: Any) -> None:
+    """Passwords are hashed at a raised cost: yescrypt factor >= 7, SHA-crypt rounds set."""
+    out = gather(host, defs="cat /etc/login.defs", pam="cat /etc/pam.d/common-password")
+    defs = words_config(ok(out["defs"], "reading /etc/login.defs"))
+    wrong = []
+    cost = _int(defs.get("YESCRYPT_COST_FACTOR"))
+    if not YESCRYPT_COST_MIN <= cost <= 11:
+        wrong.append(
+            f"YESCRYPT_COST_FACTOR {defs.get('YESCRYPT_COST_FACTOR', 'unset')} "
+            f"(expected {YESCRYPT_COST_MIN}-11)"
+        )
+    low, high = _int(defs.get("SHA_CRYPT_MIN_ROUNDS")), _int(defs.get("SHA_CRYPT_MAX_ROUNDS"))
+    if low < SHA_CRYPT_ROUNDS_MIN or high < low:
+        wrong.append(
+            f"SHA_CRYPT_MIN_ROUNDS {defs.get('SHA_CRYPT_MIN_ROUNDS', 'unset')}, "
+            f"SHA_CRYPT_MAX_ROUNDS {defs.get('SHA_CRYPT_MAX_ROUNDS', 'unset')} "
+            f"(expected both >= {SHA_CRYPT_ROUNDS_MIN}, max >= min)"
+        )
+    unix = [w for w in pam_lines(out["pam"].text) if len(w) >= 3 and w[2].endswith("pam_unix.so")]
+    rounds = [a for w in unix for a in w[3:] if a.startswith("rounds=")]
+    if "yescrypt" in {a for w in unix for a in w[3:]} and (
+        not rounds or _int(rounds[-1].split("=", 1)[1]) < YESCRYPT_COST_MIN
+    ):
+        wrong.append(f"pam_unix.so hashes yescrypt with {rounds or 'the default cost'}")
+    assert not wrong, f"{node.name}: " + "; ".join(wrong)
+
+
+ISSUE = "/etc/issue"
+OS_ESCAPES = ("\\m", "\\r", "\\s", "\\v")
+
+
+@pytest.mark.control("MLSL-OS-28", cis="1.6.2, 1.6.5")
+def test_local_login_banner(node: PostureNode, host: Any) -> None:
+    """/etc/issue warns before a console login, names no OS and only root may change it."""
+    out = gather(
+        host,
+        text=f"cat {ISSUE}",
+        os="sed -n 's/^ID=//p' /etc/os-release | tr -d '\"'",
+        perms=stat_command([ISSUE]),
+    )
+    text = out["text"].text.strip() if out["text"].rc == 0 else ""
+    wrong = []
+    if not text:
+        wrong.append(f"1.6.2 {ISSUE} is missing or empty")
+    os_id = out["os"].text.strip().lower()
+    leaks = [e for e in OS_ESCAPES if e in text] + (
+        [os_id] if os_id and os_id in text.lower() else []
+    )
+    if leaks:
+        wrong.append(f"1.6.2 {ISSUE} reveals the system: {leaks}")
+    st = parse_stats(out["perms"].text).get(ISSUE)
+    if st is not None and (too_open(st.mode, 0o644) or st.owner != "root" or st.group != "root"):
+        wrong.append(f"1.6.5 {st} (expected at most 0644 root:root)")
+    assert not wrong, f"{node.name}: " + "; ".join(wrong)
+
+
 @pytest.mark.control("MLSL-OS-06", cis="5.4.1.1, 5.4.1.2, 5.4.1.3, 5.4.1.6")
 def test_password_ageing_of_accounts(node: PostureNode, host: Any) -> None:
     """Accounts with a password expire it within 365 days and warn 7 days ahead."""
@@ -523,3 +585,24 @@ def test_no_host_trust_files(node: PostureNode, host: Any) -> None:
         "done; true",
     )["f"]
     assert not found.lines, f"{node.name}: trust or credential files present: {found.lines}"
+
+
+@pytest.mark.control("MLSL-OS-24", lynis="DEB-0280")
+def test_sessions_get_a_private_tmpdir(node: PostureNode, host: Any) -> None:
+    """pam_tmpdir gives every session a TMPDIR of its own (/tmp/user/<uid>, 0700)."""
+    stacks, other = _pam(
+        host,
+        probe=f'su -l {OPERATOR} -s /bin/sh -c \'printf "%s\\n" "$TMPDIR" "$(id -u)"; '
+        'stat -c %a:%U "$TMPDIR"\' </dev/null',
+    )
+    wrong = []
+    if _module_index(stacks["common-session"], "pam_tmpdir.so") < 0:
+        wrong.append("common-session has no pam_tmpdir.so")
+    lines = other["probe"].splitlines()
+    tmpdir, uid, perms = [*lines, "", "", ""][:3]
+    if tmpdir != f"/tmp/user/{uid}" or perms != f"700:{OPERATOR}":
+        wrong.append(
+            f"a session of {OPERATOR} got TMPDIR={tmpdir or 'unset'} ({perms or 'missing'}), "
+            f"expected /tmp/user/{uid or '<uid>'} 700:{OPERATOR}"
+        )
+    assert not wrong, f"{node.name}: " + "; ".join(wrong)

@@ -21,8 +21,8 @@ from service_state import (
     service_address,
 )
 
-from mlseclab.catalog import PICKLE_SUFFIXES  # pickle: loading runs code (the role refuses these)
 from mlseclab.inventory import served_models
+from mlseclab.ml.catalog import PICKLE_SUFFIXES  # pickle: loading runs code (role refuses)
 from mlseclab.posture.plugin import PostureLab, PostureNode
 
 pytestmark = pytest.mark.roles("inference")

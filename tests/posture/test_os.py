@@ -731,3 +731,97 @@ def test_insecure_packages_absent_and_servers_off(node: PostureNode, host: Any) 
         if ("enabled" in state or "active" in state) and node.role not in roles:
             wrong.append(f"{rule} {unit} is {'/'.join(state)} on a {node.role} node")
     assert not wrong, f"{node.name}: " + "; ".join(wrong)
+
+
+# -- package integrity, activity and process accounting ------------------------------
+
+#: Packages whose files guard the node: their non-conffiles must match dpkg's md5sums.
+INTEGRITY_PACKAGES = (
+    "openssh-server",
+    "sudo",
+    "login",
+    "passwd",
+    "libpam-modules",
+    "libpam-runtime",
+    "nftables",
+    "auditd",
+    "aide",
+)
+#: The service package of each role, checked with them.
+SERVICE_PACKAGES = {
+    "gateway": "nginx",
+    "vectordb": "postgresql-17",
+    "observability": "prometheus",
+    "inference": "libgomp1",
+}
+DEBSUMS_TIMEOUT = 60  # seconds; the set above hashes in a few on a node
+
+
+@pytest.mark.control("MLSL-OS-25", lynis="PKGS-7370")
+def test_security_package_files_unchanged(node: PostureNode, host: Any) -> None:
+    """debsums finds no changed file (conffiles aside) in sshd, sudo, PAM, nftables, audit, AIDE
+    and the node's service package."""
+    names = [
+        *INTEGRITY_PACKAGES,
+        *([SERVICE_PACKAGES[node.role]] if node.role in SERVICE_PACKAGES else []),
+    ]
+    out = gather(
+        host,
+        pkg="dpkg-query -W -f='${db:Status-Abbrev}' debsums",
+        sums=f"timeout {DEBSUMS_TIMEOUT} debsums -s {' '.join(names)} 2>&1",
+    )
+    wrong = []
+    if not out["pkg"].text.startswith("ii"):
+        wrong.append("debsums is not installed")
+    elif out["sums"].rc == 124:
+        wrong.append(f"debsums took longer than {DEBSUMS_TIMEOUT} s")
+    elif out["sums"].rc != 0 or out["sums"].text.strip():
+        wrong.append(f"debsums -s (exit {out['sums'].rc}): " + "; ".join(out["sums"].lines[:5]))
+    assert not wrong, f"{node.name}: " + "; ".join(wrong)
+
+
+SYSSTAT_UNITS = ("sysstat.service", "sysstat-collect.timer")
+
+
+@pytest.mark.control("MLSL-OS-26", lynis="ACCT-9626")
+def test_sysstat_collects_activity(node: PostureNode, host: Any) -> None:
+    """sysstat records system activity: ENABLED, its boot record and 10-minute timer on, today's
+    data file written."""
+    out = gather(
+        host,
+        default="cat /etc/default/sysstat",
+        units="for u in " + " ".join(SYSSTAT_UNITS) + "; do "
+        'echo "$u $(systemctl is-enabled $u) $(systemctl is-active $u)"; done',
+        today="test -s /var/log/sysstat/sa$(date +%d) && echo present",
+    )
+    wrong = []
+    enabled = last_assignments(out["default"].text).get("ENABLED", "").strip("\"'")
+    if enabled != "true":
+        wrong.append(f"/etc/default/sysstat ENABLED={enabled or 'unset'} (expected true)")
+    for line in out["units"].lines:
+        name, *state = line.split()
+        if state != ["enabled", "active"]:
+            wrong.append(f"{name} is {'/'.join(state)}")
+    if out["today"].text.strip() != "present":
+        wrong.append("no sysstat data file for today in /var/log/sysstat")
+    assert not wrong, f"{node.name}: " + "; ".join(wrong)
+
+
+@pytest.mark.control("MLSL-OS-27", lynis="ACCT-9622")
+def test_process_accounting(node: PostureNode, host: Any) -> None:
+    """Process accounting is on: acct.service enabled and active, and a finished process is
+    recorded in /var/log/account/pacct (VMs; a container lacks CAP_SYS_PACCT)."""
+    container_na(node, host, "MLSL-OS-27")
+    pacct = "/var/log/account/pacct"
+    out = gather(
+        host,
+        unit="systemctl is-enabled acct.service; systemctl is-active acct.service",
+        grows=f'a=$(stat -c %s {pacct}); /bin/true; sleep 1; b=$(stat -c %s {pacct}); echo "$a $b"',
+    )
+    wrong = []
+    if out["unit"].lines != ["enabled", "active"]:
+        wrong.append(f"acct.service is {'/'.join(out['unit'].lines) or 'unknown'}")
+    sizes = out["grows"].text.split()
+    if len(sizes) != 2 or not all(x.isdigit() for x in sizes) or int(sizes[1]) <= int(sizes[0]):
+        wrong.append(f"{pacct} did not record a finished process ({out['grows'].text.strip()})")
+    assert not wrong, f"{node.name}: " + "; ".join(wrong)

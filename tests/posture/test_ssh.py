@@ -182,6 +182,40 @@ def test_sshd_limits_attempts_and_idle_sessions(node: PostureNode, host: Any) ->
     assert not wrong, f"{node.name}: " + "; ".join(wrong)
 
 
+def _penalty_seconds(value: str) -> int:
+    """An sshd time value (``90``, ``90s``, ``10m``, ``1h``) in seconds; -1 if unreadable."""
+    units = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    total, number = 0, ""
+    for ch in value.lower():
+        if ch.isdigit():
+            number += ch
+        elif ch in units and number:
+            total, number = total + int(number) * units[ch], ""
+        else:
+            return -1
+    return total + (int(number) if number else 0)
+
+
+@pytest.mark.control("MLSL-SSH-12", owasp="LLM10")
+def test_sshd_penalises_brute_force(node: PostureNode, host: Any) -> None:
+    """sshd refuses, for a while, a source that fails authentication or never authenticates,
+    and caps its unauthenticated connections (OpenSSH's in-daemon fail2ban equivalent)."""
+    conf = _sshd(host)
+    wrong = []
+    penalties = str(conf.get("persourcepenalties", "no"))
+    terms = dict(t.split(":", 1) for t in penalties.split() if ":" in t)
+    if penalties.lower() in ("no", "") or not terms:
+        wrong.append(f"PerSourcePenalties {penalties} (expected penalties on)")
+    else:
+        for key in ("authfail", "noauth", "crash"):
+            if _penalty_seconds(terms.get(key, "0")) <= 0:
+                wrong.append(f"PerSourcePenalties {key}:{terms.get(key, 'unset')} (expected > 0)")
+    startups = str(conf.get("persourcemaxstartups", "none"))
+    if not startups.isdigit() or not 0 < int(startups) <= 10:
+        wrong.append(f"PerSourceMaxStartups {startups} (expected 1-10)")
+    assert not wrong, f"{node.name}: " + "; ".join(wrong)
+
+
 @pytest.mark.control(
     "MLSL-SSH-05",
     cis="5.1.8, 5.1.22",

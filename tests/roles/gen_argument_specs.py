@@ -14,6 +14,7 @@ import yaml
 
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "base": {
+        "base_packages": "Debian packages the role configures, installed first (all in the local image).",
         "base_sysctl_enabled": "Manage sysctls (MLSL-OS-01, MLSL-OS-02).",
         "base_modules_enabled": "Make unused kernel modules not loadable on VMs (MLSL-OS-04).",
         "base_mounts_enabled": "Mount /tmp, /var/tmp, /dev/shm with nodev,nosuid,noexec on VMs (MLSL-OS-05).",
@@ -29,6 +30,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "base_timesync_enabled": "systemd-timesyncd on VMs (MLSL-OS-20).",
         "base_upgrades_enabled": "Unattended security upgrades (MLSL-OS-21).",
         "base_apparmor_enabled": "AppArmor on VMs (MLSL-OS-22).",
+        "base_accounting_enabled": "sysstat collection everywhere, process accounting on VMs (MLSL-OS-26, MLSL-OS-27).",
         "base_sysctl_ip_forward": "Set the forwarding sysctls to 1 (only for a node that routes).",
         "base_sysctl_net_extra": "Extra per-namespace sysctls (name: value), merged over the role's net set.",
         "base_sysctl_kernel_extra": "Extra kernel/fs sysctls (name: value), applied on VMs only.",
@@ -41,6 +43,10 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "base_login_pass_warn_age": "PASS_WARN_AGE; also applied to accounts that have a password.",
         "base_login_inactive_days": "INACTIVE in /etc/default/useradd.",
         "base_login_shell_timeout": "TMOUT (seconds) for login shells.",
+        "base_login_yescrypt_cost_factor": "YESCRYPT_COST_FACTOR in login.defs and pam_unix rounds (1-11).",
+        "base_login_sha_crypt_rounds": "SHA_CRYPT_MIN_ROUNDS and SHA_CRYPT_MAX_ROUNDS in login.defs.",
+        "base_login_issue_text": "The local login banner /etc/issue (MLSL-OS-28); no OS name or escapes.",
+        "base_accounting_sysstat_units": "sysstat units enabled and started (MLSL-OS-26).",
         "base_pam_faillock_deny": "Failed attempts before pam_faillock locks an account.",
         "base_pam_faillock_unlock_time": "Seconds an account stays locked.",
         "base_pam_pwquality_minlen": "pwquality minlen.",
@@ -70,6 +76,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "base_packages_absent": "Packages that must not be installed.",
     },
     "ssh": {
+        "ssh_packages": "Debian packages the role configures, installed first (in the local image).",
         "ssh_access_enabled": "Create the SSH group and put the operator in it (MLSL-SSH-01).",
         "ssh_config_enabled": "Write sshd_config and empty sshd_config.d (MLSL-SSH-02..09).",
         "ssh_service_enabled": "ssh.service enabled after network-online, ssh.socket masked (MLSL-SSH-10).",
@@ -85,6 +92,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "ssh_login_grace_time": "LoginGraceTime (seconds).",
         "ssh_client_alive_interval": "ClientAliveInterval (seconds).",
         "ssh_client_alive_count_max": "ClientAliveCountMax.",
+        "ssh_per_source_penalties": "PerSourcePenalties (MLSL-SSH-12); empty leaves it out.",
+        "ssh_per_source_max_startups": "PerSourceMaxStartups (MLSL-SSH-12); empty leaves it out.",
         "ssh_log_level": "LogLevel.",
         "ssh_permit_root_login": "PermitRootLogin: no, or prohibit-password on Proxmox hypervisors (key-only root for the cluster).",
         "ssh_streamlocal_forwarding_users": "Users allowed unix-socket forwarding to the host (Match block); [root] on Proxmox for migration tunnels.",
@@ -97,6 +106,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "ssh_host_key_types": "Host key types sshd loads (ssh_host_<type>_key); the lab pins ed25519.",
     },
     "firewall": {
+        "firewall_packages": "Debian packages the role configures, installed first (in the local image).",
         "firewall_ruleset_enabled": "Write and load the node's nftables table (MLSL-FW-01..05).",
         "firewall_service_enabled": "nftables.service enabled and started (MLSL-FW-06).",
         "firewall_table": "Name of the inet table the role owns.",

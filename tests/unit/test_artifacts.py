@@ -54,7 +54,7 @@ def test_inventory_groups_hosts_and_refers_to_keys_by_path(topo, tmp_path: Path)
 
 def test_inventory_hands_the_roles_the_python_constants(topo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The inference role refuses the suffixes mlseclab refuses: one list, passed in."""
-    from mlseclab.catalog import PICKLE_SUFFIXES
+    from mlseclab.ml.catalog import PICKLE_SUFFIXES
 
     doc = parse_inventory(
         render_inventory(topo, LabHome("reference", tmp_path), "container", "local")
@@ -72,8 +72,8 @@ def test_mounts_of_a_dataset(topo) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_pinned_model_files_compare_the_dataset_file_with_its_pin(tmp_path: Path) -> None:
-    from mlseclab.artifacts import pinned_model_files
-    from mlseclab.catalog import BUILTIN
+    from mlseclab.ml.catalog import BUILTIN
+    from mlseclab.targets.local.artifacts import pinned_model_files
 
     spec = load_spec(REFERENCE)
     pinned = {p.name: p for p in pinned_model_files(spec, lambda ds: tmp_path / ds)}

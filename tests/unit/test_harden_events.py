@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mlseclab.harden import _result_of
 
 
@@ -36,3 +38,14 @@ def test_failures_carry_their_message_but_never_a_secret() -> None:
 
 def test_other_events_are_ignored() -> None:
     assert _result_of({"event": "playbook_on_task_start", "event_data": {}}) is None
+
+
+def test_mitogen_is_the_default_transport_and_has_a_switch() -> None:
+    from mlseclab.harden import transport_env
+
+    on = transport_env({})
+    assert on["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    plugins = Path(on["ANSIBLE_STRATEGY_PLUGINS"])
+    assert (plugins / "mitogen_linear.py").is_file()
+    for off in ("0", "no", "false", "OFF"):
+        assert transport_env({"MLSECLAB_MITOGEN": off}) == {}

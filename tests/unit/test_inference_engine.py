@@ -30,8 +30,8 @@ import pytest
 import yaml
 
 from helpers.labs import SPECS
-from mlseclab.catalog import PICKLE_SUFFIXES
 from mlseclab.errors import TargetError
+from mlseclab.ml.catalog import PICKLE_SUFFIXES
 from mlseclab.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -548,7 +548,7 @@ def test_vllm_task_files_pass_ansible_lint_production() -> None:
 
 
 def test_local_target_refuses_a_vllm_node_before_producing_anything(tmp_path: Path) -> None:
-    from mlseclab.artifacts import prepare_local
+    from mlseclab.targets.local.artifacts import prepare_local
 
     spec = load_spec(SPECS / "valid" / "vllm-gpu.yaml")
     with pytest.raises(

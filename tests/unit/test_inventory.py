@@ -6,7 +6,7 @@ from pathlib import Path
 
 from helpers.labs import REFERENCE, derived_lab_text, load_text
 from mlseclab.inventory import PVE_HOSTS_GROUP, parse_inventory, render_inventory
-from mlseclab.spec import load_spec
+from mlseclab.spec import DATASETS_ROOT, OPERATOR_USER, load_spec
 from mlseclab.state import LabHome
 from mlseclab.topology import derive
 
@@ -61,3 +61,14 @@ def test_pve_hosts_group_exists_and_holds_no_lab_node(tmp_path: Path) -> None:
     children = doc["all"]["children"]
     assert children[PVE_HOSTS_GROUP] == {"hosts": {}}
     assert not set(children[PVE_HOSTS_GROUP]["hosts"]) & set(topo.nodes)
+
+
+def test_inventory_carries_the_operator_and_the_datasets_root(tmp_path: Path) -> None:
+    spec = load_text(derived_lab_text("inv", 82, tmp_path / "data"))
+    rendered = render_inventory(derive(spec), LabHome("inv", tmp_path), "container", "local")
+    lab_vars = parse_inventory(rendered)["all"]["vars"]
+    assert lab_vars["mlseclab_operator_user"] == OPERATOR_USER
+    assert lab_vars["mlseclab_datasets_root"] == str(tmp_path / "data")
+    assert f"mlseclab_datasets_root: !unsafe '{tmp_path / 'data'}'" in rendered
+    proxmox = render_inventory(derive(spec), LabHome("inv", tmp_path), "vm", "proxmox")
+    assert parse_inventory(proxmox)["all"]["vars"]["mlseclab_datasets_root"] == DATASETS_ROOT

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mlseclab import catalog
-from mlseclab.catalog import PICKLE_SUFFIXES
 from mlseclab.errors import TargetError
-from mlseclab.models import (
+from mlseclab.ml import catalog
+from mlseclab.ml.catalog import PICKLE_SUFFIXES
+from mlseclab.ml.models import (
     DEFAULT_MODELS,
     GEMMA3_270M,
     MINILM_L6_V2,
@@ -28,8 +28,11 @@ from mlseclab.models import (
     refuse_pickle,
     render_manifest,
 )
-from mlseclab.wheelhouse import (
+from mlseclab.ml.wheelhouse import (
+    WHEEL_DEPENDS,
     Wheel,
+    installed_versions,
+    os_codename,
     parse_wheel,
     read_requirements,
     render_requirements,
@@ -298,12 +301,72 @@ def test_read_requirements_rejects_unpinned_lines() -> None:
         read_requirements("numpy>=2\n")
 
 
-def test_wheelhouse_key_depends_on_image_spec_and_flags() -> None:
-    base = wheelhouse_key("img1")
-    assert base == wheelhouse_key("img1")
-    assert base != wheelhouse_key("img2")
-    assert base != wheelhouse_key("img1", package_spec="llama-cpp-python[server]==0.3.35")
-    assert base != wheelhouse_key("img1", cmake_args="-DGGML_NATIVE=ON")
+PY = {"python3": "3.13.5-1", "libc6": "2.41-12", "libgomp1": "14.2.0-19"}
+
+
+def test_wheelhouse_key_depends_on_suite_versions_spec_and_flags() -> None:
+    base = wheelhouse_key("trixie", PY)
+    assert base == wheelhouse_key("trixie", dict(PY))
+    assert base != wheelhouse_key("forky", PY)
+    assert base != wheelhouse_key("trixie", {**PY, "libc6": "2.41-13"})
+    assert base != wheelhouse_key("trixie", PY, package_spec="llama-cpp-python[server]==0.3.35")
+    assert base != wheelhouse_key("trixie", PY, cmake_args="-DGGML_NATIVE=ON")
+
+
+STATUS = """Package: python3
+Status: install ok installed
+Priority: optional
+Architecture: amd64
+Version: 3.13.5-1
+Description: interactive high-level object-oriented language
+ Version: 9.9 (a continuation line is not a field)
+
+Package: libc6
+Status: install ok installed
+Architecture: amd64
+Multi-Arch: same
+Version: 2.41-12
+
+Package: libc6
+Status: install ok installed
+Architecture: i386
+Multi-Arch: same
+Version: 2.41-12
+
+Package: cmake
+Status: deinstall ok config-files
+Architecture: amd64
+Version: 3.31.6-2
+
+Package: nginx
+Status: install ok installed
+Architecture: amd64
+Version: 1.26.3-3
+"""
+
+
+def test_installed_versions_reads_the_dpkg_status_file() -> None:
+    assert installed_versions(STATUS, ["python3", "libc6", "cmake", "libgomp1"]) == {
+        "cmake": None,
+        "libc6": "amd64:2.41-12,i386:2.41-12",
+        "libgomp1": None,
+        "python3": "3.13.5-1",
+    }
+
+
+def test_a_role_package_change_keeps_the_wheelhouse_key() -> None:
+    nginx_bumped = STATUS.replace("1.26.3-3", "1.26.3-4")
+    python_bumped = STATUS.replace("3.13.5-1", "3.13.5-2")
+    key = wheelhouse_key("trixie", installed_versions(STATUS, WHEEL_DEPENDS))
+    assert key == wheelhouse_key("trixie", installed_versions(nginx_bumped, WHEEL_DEPENDS))
+    assert key != wheelhouse_key("trixie", installed_versions(python_bumped, WHEEL_DEPENDS))
+
+
+def test_os_codename() -> None:
+    assert os_codename('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nVERSION_CODENAME=trixie\n') == (
+        "trixie"
+    )
+    assert os_codename("ID=debian\n") == ""
 
 
 # -- the torch-free converter (only where the gguf package is installed) --------------
@@ -312,7 +375,7 @@ def test_wheelhouse_key_depends_on_image_spec_and_flags() -> None:
 def test_tiny_bert_converts_without_torch(tmp_path: Path) -> None:
     gguf = pytest.importorskip("gguf")
     np = pytest.importorskip("numpy")
-    from mlseclab.models import convert_bert_f16
+    from mlseclab.ml.convert import convert_bert_f16
 
     d = tmp_path / "tiny-bert"
     d.mkdir()
@@ -422,7 +485,7 @@ def test_tiny_bert_converts_without_torch(tmp_path: Path) -> None:
 def test_wheelhouse_archive_is_deterministic_and_holds_the_requirements(tmp_path: Path) -> None:
     import tarfile
 
-    from mlseclab.wheelhouse import write_archive
+    from mlseclab.ml.wheelhouse import write_archive
 
     d = make_wheels(tmp_path, ["b-1.0-py3-none-any.whl", "a-2.0-py3-none-any.whl"])
     write_requirements(d)

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from helpers.labs import REFERENCE, reference_text, write_lab
+from mlseclab import checkout
 from mlseclab.drift import configuration_findings, render_diff
 from mlseclab.harden import HardenResult, HostSummary, TaskResult
 from mlseclab.posture.report import score, write_reports
 from mlseclab.posture.results import FAILING, NOT_COUNTED, CheckResult, Outcome
-from mlseclab.posture.runner import PostureRun, ScopeRun, suite_dir
+from mlseclab.posture.runner import PostureRun, ScopeRun
 
 SUITE = '''
 import pytest
@@ -254,7 +255,8 @@ def test_check_mode_changes_become_configuration_findings() -> None:
 def _posture_checks() -> set[str]:
     proc = subprocess.run(
         [
-            *(sys.executable, "-m", "pytest", str(suite_dir()), "--collect-only", "-q"),
+            *(sys.executable, "-m", "pytest", str(checkout.posture_suite())),
+            *("--collect-only", "-q"),
             *("-p", "no:pytest11.testinfra", "-p", "no:cacheprovider"),
             *("-p", "mlseclab.posture.plugin", "--mlseclab-spec", str(REFERENCE)),
             *("-o", "addopts="),
@@ -262,7 +264,7 @@ def _posture_checks() -> set[str]:
         capture_output=True,
         text=True,
         check=False,
-        cwd=suite_dir().parents[1],
+        cwd=checkout.root(),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     names = set()

@@ -11,12 +11,12 @@ import pytest
 
 from helpers.labs import derived_lab_text, write_lab
 from mlseclab.cli import main
-from mlseclab.snapshots import (
+from mlseclab.targets.local.names import LocalNames
+from mlseclab.targets.local.snapshots import (
     SnapshotError,
     SnapshotStore,
     listing,
 )
-from mlseclab.targets.local.names import LocalNames
 
 T0 = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
@@ -228,15 +228,18 @@ def spec(tmp_path: Path) -> Path:
 def test_rebuild_refuses_an_unknown_node(spec: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rebuild", "-f", str(spec), "rag-01", "infernce-01"]) == 1
     err = capsys.readouterr().err
-    assert f"{spec}: lab snapunit has no node 'infernce-01' (did you mean inference-01?); " in err
-    assert "its nodes: gateway-01, inference-01, vectordb-01, rag-01, obs-01" in err
+    assert f"{spec}: lab snapunit has no node 'infernce-01'; " in err
+    assert (
+        "its nodes: gateway-01, inference-01, vectordb-01, rag-01, obs-01; "
+        "did you mean 'inference-01'?"
+    ) in err
 
 
 def test_restore_refuses_an_unknown_dataset(spec: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["restore", "-f", str(spec), "vector", "x", "--yes"]) == 1
     err = capsys.readouterr().err
-    assert "lab snapunit has no dataset 'vector' (did you mean vectors?)" in err
-    assert "its datasets: models, vectors, corpora, logs" in err
+    assert "lab snapunit has no dataset 'vector'; " in err
+    assert "its datasets: models, vectors, corpora, logs; did you mean 'vectors'?" in err
 
 
 def test_restore_refuses_an_unknown_snapshot(

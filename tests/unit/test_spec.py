@@ -17,7 +17,8 @@ from helpers.labs import REFERENCE, SPECS, load_text, reference_text
 from mlseclab import posture
 from mlseclab.cli import main
 from mlseclab.errors import SpecError
-from mlseclab.spec import LabSpec, _dotted, _inner_model, load_spec, validate_data
+from mlseclab.spec import LabSpec, load_spec, validate_data
+from mlseclab.spec.messages import _inner_model, dotted
 from mlseclab.yamlsource import Located
 
 INVALID = sorted((SPECS / "invalid").glob("*.yaml"))
@@ -387,7 +388,7 @@ def _model_sites(
 
 
 SITES = list({m: (p, m) for p, m in reversed(list(_model_sites(_full_spec(), LabSpec)))}.values())
-SITE_IDS = [_dotted(path) or "spec" for path, _ in SITES]
+SITE_IDS = [dotted(path) or "spec" for path, _ in SITES]
 
 
 def _at(data: Any, path: tuple[str | int, ...]) -> Any:
@@ -403,14 +404,14 @@ def _problems(data: dict[str, Any]) -> list[str]:
 
 
 def test_the_probe_reaches_every_model() -> None:
-    from mlseclab import spec
+    from mlseclab.spec import schema
 
     models = {
         m
-        for m in vars(spec).values()
-        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == spec.__name__
+        for m in vars(schema).values()
+        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == schema.__name__
     }
-    assert {m for _, m in SITES} == models - {spec.Strict}
+    assert {m for _, m in SITES} == models - {schema.Strict}
 
 
 @pytest.mark.parametrize(("path", "model"), SITES, ids=SITE_IDS)
@@ -420,7 +421,7 @@ def test_an_unknown_key_anywhere_names_the_valid_keys(
     data = _full_spec()
     _at(data, path)["tagg"] = 1
     names = sorted(f.alias or n for n, f in model.model_fields.items())
-    where = _dotted((*path, "tagg"))
+    where = dotted((*path, "tagg"))
     assert _problems(data)[0].startswith(
         f"{where}: unknown key 'tagg'; valid keys here: {', '.join(names)}"
     )

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from mlseclab.context import Context, chosen_nodes, hint
+from mlseclab.context import Context, chosen_nodes
 from mlseclab.errors import LabError
 from mlseclab.spec import LabSpec, load_spec
 from mlseclab.state import LabHome
@@ -19,7 +19,6 @@ __all__ = [
     "Context",
     "chosen_nodes",
     "effective_target",
-    "hint",
     "load_context",
     "resolve_spec",
 ]

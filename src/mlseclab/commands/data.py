@@ -10,11 +10,12 @@ import time
 from rich.table import Table
 
 from mlseclab import ui
-from mlseclab.commands.common import chosen_nodes, hint, load_context
+from mlseclab.commands.common import chosen_nodes, load_context
 from mlseclab.errors import ERROR, FINDINGS, OK, LabError
 from mlseclab.lifecycle import rebuild, target_of
-from mlseclab.snapshots import human
+from mlseclab.spec.messages import suggest
 from mlseclab.targets import local_only
+from mlseclab.targets.local.snapshots import human
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
@@ -106,8 +107,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.dataset not in ctx.spec.datasets:
         known = list(ctx.spec.datasets)
         raise LabError(
-            f"{ctx.spec_path}: lab {ctx.spec.lab.name} has no dataset {args.dataset!r}"
-            f"{hint(args.dataset, known)}; its datasets: {', '.join(known)}"
+            f"{ctx.spec_path}: lab {ctx.spec.lab.name} has no dataset {args.dataset!r}; "
+            f"its datasets: {', '.join(known)}{suggest(args.dataset, known)}"
         )
     target = target_of(ctx)
     if target.snapshots is None:

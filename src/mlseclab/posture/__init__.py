@@ -7,34 +7,22 @@ can check waivers against the catalogue quickly.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from mlseclab.errors import LabError, SpecError, SpecProblem
+from mlseclab import checkout
+from mlseclab.errors import SpecError, SpecProblem
 from mlseclab.spec import LabSpec, Waiver
+from mlseclab.spec.messages import suggest
 
 _MARKER = re.compile(r"mark\.control\(\s*[\"']([^\"']+)[\"']")
-
-
-def suite_dir() -> Path:
-    """tests/posture of the checkout mlseclab runs from."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "tests" / "posture"
-        if (candidate / "test_network.py").is_file():
-            return candidate
-    raise LabError(
-        "the posture suite (tests/posture) was not found next to this mlseclab;",
-        "run mlseclab from its checkout (pip install -e .)",
-    )
 
 
 def controls() -> set[str]:
     """The lab control ids the suite's checks carry (first argument of each control marker)."""
     found: set[str] = set()
-    for path in sorted(suite_dir().glob("test_*.py")):
+    for path in sorted(checkout.posture_suite().glob("test_*.py")):
         found.update(_MARKER.findall(path.read_text(encoding="utf-8")))
     return found
 
@@ -54,7 +42,7 @@ def check_waivers(spec: LabSpec, spec_path: Path) -> None:
     for i, control in bad:
         prefix = control.rsplit("-", 1)[0]
         near = sorted(c for c in known if c.startswith(prefix))
-        close = [] if near else difflib.get_close_matches(control, sorted(known), n=1)
+        close = "" if near else suggest(control, sorted(known))
         near = near or sorted(known)[:8]
         problems.append(
             SpecProblem(
@@ -62,8 +50,7 @@ def check_waivers(spec: LabSpec, spec_path: Path) -> None:
                 _line_of(spec_path, ("posture", "waivers", i, "control")),
                 f"posture.waivers[{i}].control",
                 f"{control} is not a control any posture check carries; "
-                f"valid ids include {', '.join(near[:12])}"
-                + (f"; did you mean {close[0]!r}?" if close else ""),
+                f"valid ids include {', '.join(near[:12])}{close}",
             )
         )
     raise SpecError(problems)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlseclab.posture import suite_dir
+from mlseclab import checkout
 from mlseclab.posture.plugin import FRAMEWORKS, LAB_SCOPE
 from mlseclab.posture.results import FAILING, CheckResult, Outcome
 
@@ -137,7 +137,7 @@ def pytest_command(
         sys.executable,
         "-m",
         "pytest",
-        str(suite_dir()),
+        str(checkout.posture_suite()),
         "-p",
         "no:pytest11.testinfra",  # our plugin provides the host fixture
         "-p",
@@ -198,7 +198,7 @@ def run_posture(
                     text=True,
                     timeout=timeout,
                     check=False,
-                    cwd=suite_dir().parents[1],
+                    cwd=checkout.root(),
                     env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
                 )
                 rc, output = proc.returncode, proc.stdout + proc.stderr

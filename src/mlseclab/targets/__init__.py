@@ -11,9 +11,9 @@ from mlseclab.errors import TargetError
 
 if TYPE_CHECKING:
     from mlseclab.drift import DriftFinding
-    from mlseclab.snapshots import Snapshot, SnapshotStore
     from mlseclab.spec import LabSpec
     from mlseclab.state import LabHome
+    from mlseclab.targets.local.snapshots import Snapshot, SnapshotStore
     from mlseclab.topology import LabNode, Topology
 
 

@@ -160,7 +160,7 @@ def node_drift(t: LocalTarget, node_name: str) -> list[DriftFinding]:
 
 def model_drift(t: LocalTarget) -> list[DriftFinding]:
     """Model files in their datasets against the sha256 the spec pins (named by serving node)."""
-    from mlseclab.artifacts import pinned_model_files
+    from mlseclab.targets.local.artifacts import pinned_model_files
 
     out: list[DriftFinding] = []
     for pinned in pinned_model_files(t.spec, t.names.dataset_dir):

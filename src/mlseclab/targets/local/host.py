@@ -1,4 +1,4 @@
-"""Running host commands, and the preflight that refuses an unfit host early."""
+"""The local host: its routes, and the preflight that refuses an unfit host early."""
 
 from __future__ import annotations
 
@@ -6,59 +6,10 @@ import ipaddress
 import os
 import platform
 import shutil
-import subprocess
 from collections.abc import Sequence
-from pathlib import Path
 
-from mlseclab.errors import PreflightError, TargetError
-
-#: tool -> Debian package that provides it
-REQUIRED_TOOLS: dict[str, str] = {
-    "ip": "iproute2",
-    "bridge": "iproute2",
-    "nft": "nftables",
-    "debootstrap": "debootstrap",
-    "systemd-nspawn": "systemd-container",
-    "nsenter": "util-linux",
-    "mount": "mount",
-    "ssh": "openssh-client",
-    "ssh-keygen": "openssh-client",
-    "ssh-keyscan": "openssh-client",
-}
-
-
-def run(
-    cmd: Sequence[str], *, check: bool = True, input_text: str | None = None, timeout: float = 600
-) -> subprocess.CompletedProcess[str]:
-    """Run ``cmd`` (never through a shell); raise TargetError with its stderr on failure."""
-    try:
-        proc = subprocess.run(
-            list(cmd),
-            capture_output=True,
-            text=True,
-            input=input_text,
-            timeout=timeout,
-            check=False,
-            stdin=None if input_text is not None else subprocess.DEVNULL,
-        )
-    except FileNotFoundError:
-        pkg = REQUIRED_TOOLS.get(cmd[0], "the package that provides it")
-        raise TargetError(
-            f"{cmd[0]} is not installed; install it with `apt-get install {pkg}`"
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise TargetError(f"`{' '.join(cmd)}` did not finish in {timeout:.0f}s") from None
-    if check and proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise TargetError(
-            f"`{' '.join(cmd)}` failed (exit {proc.returncode}): "
-            f"{detail[-1] if detail else 'no output'}"
-        )
-    return proc
-
-
-def ok(cmd: Sequence[str]) -> bool:
-    return run(cmd, check=False).returncode == 0
+from mlseclab.errors import PreflightError
+from mlseclab.process import REQUIRED_TOOLS, run
 
 
 def host_routes() -> list[tuple[ipaddress.IPv4Network, str]]:
@@ -106,18 +57,3 @@ def preflight(lab_cidrs: Sequence[str], own_devices: Sequence[str]) -> None:
                 )
     if problems:
         raise PreflightError(*problems)
-
-
-def is_mounted(path: Path) -> bool:
-    target = str(path.resolve()) if path.exists() else str(path)
-    with Path("/proc/self/mounts").open(encoding="utf-8") as fh:
-        return any(line.split()[1] == target for line in fh)
-
-
-def unmount(path: Path) -> bool:
-    if is_mounted(path):
-        proc = run(["umount", str(path)], check=False)
-        if proc.returncode != 0:
-            run(["umount", "--lazy", str(path)])
-        return True
-    return False

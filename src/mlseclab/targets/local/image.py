@@ -1,9 +1,19 @@
 """The node image: a Debian 13 root filesystem built once and cached by its inputs.
 
-Nodes never fetch packages: everything a role needs is in the image. The cache
-key is a hash of the suite, the package list and the customisation recipe, so
-a second ``up`` (or another lab) reuses the image, and a change of any input
-builds a new one beside it.
+Nodes never fetch packages: everything a role installs is in the image. The roles
+own their package lists (``<role>_packages`` in ``roles/<role>/defaults/main.yml``,
+installed by each role's apt task, a no-op here); the image takes the union of the
+lists of the roles ``site.yml`` applies to lab nodes, so each list exists once.
+
+The build adds Debian's security and updates suites when the host's mirror is
+deb.debian.org (or debootstrap's default), upgrades what debootstrap put in, and
+leaves ``/etc/apt/sources.list.d/debian.sources`` on the node listing all three. A
+host with another mirror (a local one) gets exactly that mirror: nothing is derived
+from it, so that mirror must carry ``trixie-security`` itself.
+
+The cache key is a hash of the suite, the package lists, the apt sources and the
+customisation recipe, so a second ``up`` (or another lab) reuses the image, and a
+change of any input builds a new one beside it.
 """
 
 from __future__ import annotations
@@ -15,11 +25,15 @@ import os
 import re
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from mlseclab.errors import TargetError
-from mlseclab.targets.local.host import run
+from mlseclab.harden import PLAYBOOK
+from mlseclab.process import run
 
 SUITE = "trixie"
 
@@ -37,45 +51,6 @@ BOOTSTRAP_PACKAGES: tuple[str, ...] = (
     "locales",
 )
 
-#: What the roles need, installed with apt in the new root (nodes never reach a mirror).
-#: Services are disabled in the image: each node's role enables its own.
-ROLE_PACKAGES: tuple[str, ...] = (
-    # every node: hardening, time, logs, metrics
-    "auditd",
-    "aide",
-    "libpam-pwquality",
-    "unattended-upgrades",
-    "apparmor",
-    "systemd-timesyncd",
-    "systemd-journal-remote",
-    "prometheus-node-exporter",
-    "iputils-ping",
-    "netcat-openbsd",
-    "procps",
-    "less",
-    "kmod",
-    "openssl",
-    # gateway
-    "nginx",
-    "libnginx-mod-http-js",
-    # vector database
-    "postgresql-17",
-    "postgresql-17-pgvector",
-    "python3-psycopg2",
-    # observability
-    "prometheus",
-    # inference: a virtual environment from a wheelhouse; llama.cpp links libgomp
-    "python3-venv",
-    "libgomp1",
-    # rag: the service runs on the system Python (roles/rag/defaults/main.yml rag_packages)
-    "python3-fastapi",
-    "python3-uvicorn",
-    "python3-psycopg",
-    "python3-httpx",
-    "python3-prometheus-client",
-    "python3-yaml",
-)
-
 #: Units the packages enable that a node must not run until its role says so.
 DISABLED_UNITS: tuple[str, ...] = (
     "nginx.service",
@@ -91,6 +66,7 @@ DISABLED_UNITS: tuple[str, ...] = (
     "apt-daily.timer",
     "apt-daily-upgrade.timer",
     "dpkg-db-backup.timer",
+    "acct.service",
     "e2scrub_all.timer",
     "fstrim.timer",
 )
@@ -102,7 +78,9 @@ export DEBIAN_FRONTEND=noninteractive
 printf '#!/bin/sh
 exit 101
 ' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
+@APT_SOURCES@
 apt-get update -qq
+apt-get upgrade -y -qq -o Dpkg::Options::=--force-confold >/dev/null
 apt-get install -y -qq --no-install-recommends @ROLE_PACKAGES@ >/dev/null
 rm -f /usr/sbin/policy-rc.d
 for unit in @DISABLED_UNITS@; do
@@ -130,20 +108,102 @@ printf 'LANG=C.UTF-8\n' > /etc/default/locale
 apt-get clean
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log /etc/resolv.conf
 """
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
+
+#: debootstrap's mirror when the host names none; the one whose security suite is known.
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_SECURITY = "deb.debian.org/debian-security"
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+SOURCES_FILE = "/etc/apt/sources.list.d/debian.sources"
+
+
+def site_role_packages(playbook: Path = PLAYBOOK) -> tuple[str, ...]:
+    """The packages the roles ``site.yml`` applies to lab nodes install, sorted, once each.
+
+    A role applied whole contributes ``<role>_packages``; a role included with
+    ``tasks_from: X`` contributes ``<role>_X_packages``. Plays for the Proxmox
+    hypervisors (``pve_hosts``) are not lab nodes and are left out.
+    """
+    roles_dir = playbook.parent
+    found: set[str] = set()
+    for role, var in _site_package_vars(yaml.safe_load(playbook.read_text(encoding="utf-8"))):
+        defaults_file = roles_dir / role / "defaults" / "main.yml"
+        defaults = yaml.safe_load(defaults_file.read_text(encoding="utf-8")) or {}
+        value = defaults.get(var, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TargetError(f"{defaults_file}: {var} must be a list of package names")
+        found.update(value)
+    return tuple(sorted(found))
+
+
+def _site_package_vars(plays: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(role, variable)`` for every role a lab-node play of site.yml applies."""
+    out: list[tuple[str, str]] = []
+    for play in plays:
+        if "pve_hosts" in str(play.get("hosts", "")).replace("!pve_hosts", ""):
+            continue
+        for entry in play.get("roles", []):
+            role = entry["role"] if isinstance(entry, dict) else entry
+            out.append((role, f"{role}_packages"))
+        for task in play.get("tasks", []):
+            include = task.get("ansible.builtin.include_role") or task.get("include_role")
+            if include:
+                suffix = f"_{include['tasks_from']}" if include.get("tasks_from") else ""
+                out.append((include["name"], f"{include['name']}{suffix}_packages"))
+    return out
+
+
+def apt_sources(mirror: str | None, suite: str = SUITE) -> str | None:
+    """The node's ``debian.sources`` (deb822) when the mirror is Debian's own: the suite and
+    ``<suite>-updates`` from it, ``<suite>-security`` from debian-security, same scheme.
+
+    ``None`` for any other mirror: its security suite is not derived, so the sources
+    debootstrap wrote (that mirror, the suite) stay as they are.
+    """
+    uri = (mirror or DEBIAN_MIRROR).rstrip("/")
+    scheme, _, rest = uri.partition("://")
+    if rest != "deb.debian.org/debian" or scheme not in ("http", "https"):
+        return None
+    stanza = "Types: deb\nURIs: {uri}\nSuites: {suites}\nComponents: main\nSigned-By: {key}\n"
+    return (
+        stanza.format(uri=uri, suites=f"{suite} {suite}-updates", key=DEBIAN_KEYRING)
+        + "\n"
+        + stanza.format(
+            uri=f"{scheme}://{DEBIAN_SECURITY}", suites=f"{suite}-security", key=DEBIAN_KEYRING
+        )
+    )
+
+
+def _sources_script(sources: str | None) -> str:
+    if sources is None:
+        return "# a mirror of its own: the sources debootstrap wrote stay (it must carry -security)"
+    if "MLSECLAB_SOURCES" in sources:
+        raise TargetError("apt sources must not contain the here-document marker")
+    return (
+        f"cat > {SOURCES_FILE} <<'MLSECLAB_SOURCES'\n{sources}MLSECLAB_SOURCES\n"
+        f"chmod 0644 {SOURCES_FILE}\nrm -f /etc/apt/sources.list"
+    )
 
 
 @dataclass(frozen=True)
 class ImageSpec:
     suite: str = SUITE
     packages: tuple[str, ...] = BOOTSTRAP_PACKAGES
-    role_packages: tuple[str, ...] = ROLE_PACKAGES
+    role_packages: tuple[str, ...] = field(default_factory=site_role_packages)
     disabled_units: tuple[str, ...] = DISABLED_UNITS
     recipe: str = RECIPE
+    #: The host's Debian mirror (None: debootstrap's default, deb.debian.org).
+    mirror: str | None = field(default_factory=lambda: host_mirror())
+
+    @property
+    def sources(self) -> str | None:
+        return apt_sources(self.mirror, self.suite)
 
     def script(self) -> str:
-        return self.recipe.replace("@ROLE_PACKAGES@", " ".join(self.role_packages)).replace(
-            "@DISABLED_UNITS@", " ".join(self.disabled_units)
+        return (
+            self.recipe.replace("@ROLE_PACKAGES@", " ".join(self.role_packages))
+            .replace("@DISABLED_UNITS@", " ".join(self.disabled_units))
+            .replace("@APT_SOURCES@", _sources_script(self.sources))
         )
 
     def key(self) -> str:
@@ -252,7 +312,7 @@ class ImageCache:
                 self.spec.suite,
                 str(target),
             ]
-            mirror = host_mirror()
+            mirror = self.spec.mirror
             if mirror:
                 cmd.append(mirror)
             proc = run(cmd, check=False, timeout=1800)
@@ -277,6 +337,7 @@ class ImageCache:
                         "packages": sorted(self.spec.packages),
                         "role_packages": sorted(self.spec.role_packages),
                         "mirror": mirror,
+                        "sources": self.spec.sources,
                     },
                     indent=2,
                 )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlseclab.targets.local.host import run
+from mlseclab.process import run
 from mlseclab.targets.local.names import LocalNames
 from mlseclab.topology import LabNode, Topology
 

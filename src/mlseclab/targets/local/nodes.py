@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlseclab.errors import TargetError
+from mlseclab.process import is_mounted, ok, run, unmount
 from mlseclab.spec import OPERATOR_USER
-from mlseclab.targets.local.host import is_mounted, ok, run, unmount
 from mlseclab.targets.local.names import LocalNames
 from mlseclab.topology import LabNode
 

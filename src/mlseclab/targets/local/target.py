@@ -11,7 +11,7 @@ under the lab's own directory ``<datasets_root>/<lab>/`` before it makes it, and
 symbolic link on the way. Anything else is left alone and reported. What ``down``
 keeps (protected datasets) stays recorded in ``kept.json`` next to the state.
 
-Protected datasets are snapshotted (:mod:`mlseclab.snapshots`) before ``down``
+Protected datasets are snapshotted (:mod:`mlseclab.targets.local.snapshots`) before ``down``
 or ``rebuild`` destroys a node that mounts them: the nodes are stopped first,
 then the copy is taken, then anything is removed.
 """
@@ -27,19 +27,24 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlseclab import ui
-from mlseclab.artifacts import ensure_corpus, pinned_model_files, prepare_local, refuse_gpu_only
+from mlseclab import process, ui
 from mlseclab.drift import DriftFinding
 from mlseclab.errors import LabError, TargetError
 from mlseclab.harden import ROLE_VARS
 from mlseclab.inventory import write_inventory
 from mlseclab.secrets import ensure_secrets
-from mlseclab.snapshots import Snapshot, SnapshotStore, human, tree_bytes
 from mlseclab.state import LabHome, write_private
 from mlseclab.targets import NodeStatus, Plan, PlannedAction
 from mlseclab.targets.local import host, network, nodes
+from mlseclab.targets.local.artifacts import (
+    ensure_corpus,
+    pinned_model_files,
+    prepare_local,
+    refuse_gpu_only,
+)
 from mlseclab.targets.local.image import ImageCache
 from mlseclab.targets.local.names import LocalNames
+from mlseclab.targets.local.snapshots import Snapshot, SnapshotStore, human, tree_bytes
 from mlseclab.templating import render
 from mlseclab.topology import Topology
 
@@ -98,7 +103,7 @@ class LocalTarget:
             found += [
                 f"mount {d / 'root'}"
                 for d in sorted(nodes_dir.iterdir())
-                if host.is_mounted(d / "root")
+                if process.is_mounted(d / "root")
             ]
         return found
 
@@ -404,7 +409,7 @@ class LocalTarget:
 
     def live_router_table(self) -> str | None:
         """The router's table as nftables lists it, without counter values (None: absent)."""
-        live = host.run(
+        live = process.run(
             [
                 "ip",
                 "netns",
@@ -432,8 +437,8 @@ class LocalTarget:
         ):
             return
         nft = ["ip", "netns", "exec", self.names.router_ns, "nft"]
-        host.run([*nft, "--check", "-f", "-"], input_text=ruleset)
-        host.run([*nft, "-f", "-"], input_text=ruleset)
+        process.run([*nft, "--check", "-f", "-"], input_text=ruleset)
+        process.run([*nft, "-f", "-"], input_text=ruleset)
         write_private(rendered, ruleset, 0o644)
         write_private(applied, self.live_router_table() or "", 0o644)
         self._record([f"nftables {self.names.nft_table} ({len(self.topo.rules)} rules)"])
@@ -507,7 +512,7 @@ class LocalTarget:
         self._snapshot(keep_safe, "purge" if purge_data else "down", present)
         removed: list[str] = []
         for node in targets:
-            if host.unmount(names.node_dir(node) / "root"):
+            if process.unmount(names.node_dir(node) / "root"):
                 removed.append(f"rootfs {node}")
         for ns in network.list_netns(names.netns_prefix):
             if ns != names.router_ns and network.delete_netns(ns):
@@ -682,7 +687,7 @@ class LocalTarget:
             for node in victims:
                 d = self.names.node_dir(node)
                 nodes.save_identity(node, self.names)
-                if host.unmount(d / "root"):
+                if process.unmount(d / "root"):
                     removed.append(f"rootfs {node}")
                 outside = self.outside_lab(d) if d.exists() or d.is_symlink() else None
                 if outside is not None:

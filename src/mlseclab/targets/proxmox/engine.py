@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlseclab import checkout
 from mlseclab.errors import TargetError
 from mlseclab.spec import LabSpec
 from mlseclab.targets.proxmox.preflight import Preflight, explain, redact
-from mlseclab.targets.proxmox.program import ENDPOINT_ENV, project_dir, stacks_module
+from mlseclab.targets.proxmox.program import ENDPOINT_ENV, stacks_module
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class PulumiEngine:
         try:
             stack = auto.create_or_select_stack(
                 stack_name=self.spec.lab.name,
-                work_dir=str(project_dir()),
+                work_dir=str(checkout.project_dir()),
                 opts=auto.LocalWorkspaceOptions(env_vars=env),
             )
             stack.set_config("mlseclab:spec", auto.ConfigValue(str(self.spec_path.resolve())))
@@ -115,7 +116,7 @@ class PulumiEngine:
         return stack
 
     def _policy_packs(self) -> list[str]:
-        return [str(project_dir() / "policy")]
+        return [str(checkout.project_dir() / "policy")]
 
     def plan(self) -> PlanResult:
         """``pulumi preview`` against the cluster, with the policy pack."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlseclab import checkout
 from mlseclab.errors import TargetError
 from mlseclab.spec import LabSpec
 from mlseclab.targets.proxmox.program import (
@@ -29,7 +30,6 @@ from mlseclab.targets.proxmox.program import (
     PLUGIN_VERSION,
     TOKEN_CONFIG,
     TOKEN_ENV,
-    project_dir,
     stacks_module,
 )
 
@@ -44,7 +44,7 @@ def plugin_installed() -> bool:
 
 
 def stack_config_has_token(stack: str) -> bool:
-    cfg = project_dir() / f"Pulumi.{stack}.yaml"
+    cfg = checkout.project_dir() / f"Pulumi.{stack}.yaml"
     try:
         text = cfg.read_text(encoding="utf-8")
     except OSError:
@@ -96,7 +96,7 @@ class Preflight:
                 f"`pulumi plugin install resource {PLUGIN} {PLUGIN_VERSION}` (offline sites: "
                 "copy the plugin directory into PULUMI_HOME/plugins)"
             )
-        project_dir()
+        checkout.project_dir()
         if not os.environ.get(TOKEN_ENV) and not stack_config_has_token(self.spec.lab.name):
             raise TargetError(
                 f"no Proxmox API token: export {TOKEN_ENV}='user@realm!name=secret' or set it "

@@ -18,17 +18,17 @@ from mlseclab.drift import INFRASTRUCTURE, DriftFinding
 from mlseclab.errors import LabError, TargetError
 from mlseclab.harden import ROLE_VARS
 from mlseclab.inventory import write_inventory
+from mlseclab.process import run
 from mlseclab.secrets import ensure_secrets
 from mlseclab.state import write_private
 from mlseclab.targets import NodeStatus, Plan, PlannedAction, local_only
-from mlseclab.targets.local.host import run
 from mlseclab.targets.proxmox.engine import PulumiEngine
 from mlseclab.targets.proxmox.offline import plan_offline
 
 if TYPE_CHECKING:
-    from mlseclab.snapshots import Snapshot, SnapshotStore
     from mlseclab.spec import LabSpec
     from mlseclab.state import LabHome
+    from mlseclab.targets.local.snapshots import Snapshot, SnapshotStore
     from mlseclab.topology import Topology
 
 RUNTIME_KIND = "vm"

@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from mlseclab import ui
-from mlseclab.catalog import BUILTIN_PREFIX, FILE_PREFIX, model_file
 from mlseclab.digest import sha256_file
 from mlseclab.errors import TargetError
+from mlseclab.ml.catalog import BUILTIN_PREFIX, FILE_PREFIX, model_file
 from mlseclab.spec import Engine, LabModel, LabSpec, Role
 
 
 def spec_models(spec: LabSpec) -> dict[str, tuple[Any, str]]:
-    """Each spec model as a pinned :class:`mlseclab.models.Model`, with its dataset."""
-    from mlseclab import models
+    """Each spec model as a pinned :class:`mlseclab.ml.models.Model`, with its dataset."""
+    from mlseclab.ml import models
 
     builtins = {m.name: m for m in models.DEFAULT_MODELS}
     out: dict[str, tuple[Any, str]] = {}
@@ -160,8 +160,8 @@ def prepare_local(spec: LabSpec, dataset_dir: Any, image_rootfs: Path) -> dict[s
     serving = any(n.role is Role.INFERENCE for n in spec.nodes.values())
     if not serving or not spec.models:
         return extravars
-    from mlseclab.models import ensure_models
-    from mlseclab.wheelhouse import ensure_wheelhouse
+    from mlseclab.ml.models import ensure_models
+    from mlseclab.ml.wheelhouse import ensure_wheelhouse
 
     by_dataset: dict[str, list[Any]] = {}
     for model, dataset in spec_models(spec).values():
@@ -169,6 +169,6 @@ def prepare_local(spec: LabSpec, dataset_dir: Any, image_rootfs: Path) -> dict[s
     for dataset, models in by_dataset.items():
         with ui.step(f"models: {', '.join(m.name for m in models)} (sha256 pinned)"):
             ensure_models(tuple(models), Path(dataset_dir(dataset)))
-    with ui.step("model server wheelhouse (llama-cpp-python, built once per image)"):
+    with ui.step("model server wheelhouse (llama-cpp-python, built once per Python and libc)"):
         extravars["mlseclab_wheelhouse_dir"] = str(ensure_wheelhouse(image_rootfs))
     return extravars

@@ -15,8 +15,12 @@ and a node installs it with::
     pip install --no-index --find-links DIR --require-hashes --only-binary :all: \
         -r DIR/requirements.txt
 
-The key is a hash of the image key, the package spec and the build flags, so a
-new image or a new pin builds a new wheelhouse beside the old one.
+The key is a hash of what the wheels depend on, and nothing else: the image's
+suite, the versions of the packages the wheels are built against or link
+(python3, libc6, libgomp1 and the build packages, as recorded in the image's
+``/var/lib/dpkg/status``), the package spec, the build flags and RECIPE_VERSION.
+A new image that only adds or changes role packages (nginx, sysstat, ...) keeps
+the wheelhouse; a new Python, C library or pin builds a new one beside the old.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ from pathlib import Path
 
 from mlseclab.digest import sha256_file
 from mlseclab.errors import TargetError
+from mlseclab.process import run, unmount
 from mlseclab.spec import DATASETS_ROOT
-from mlseclab.targets.local.host import run, unmount
 from mlseclab.targets.local.image import in_chroot
 
 DEFAULT_CACHE = Path(DATASETS_ROOT) / "wheelhouse"
@@ -51,6 +55,10 @@ BUILD_PACKAGES = ("build-essential", "cmake", "python3-venv", "python3-dev")
 
 #: Where the build happens inside the overlay.
 _IN_ROOT = "/root/mlseclab-wheelhouse"
+#: Packages of the image whose versions the wheels depend on (the build packages are
+#: installed in the overlay only, so the image's status file usually lacks them).
+WHEEL_DEPENDS = ("python3", "libc6", "libgomp1", *BUILD_PACKAGES)
+DPKG_STATUS = Path("var/lib/dpkg/status")
 _HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 _WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
@@ -95,15 +103,55 @@ class Wheel:
     sha256: str
 
 
+def installed_versions(status: str, names: Iterable[str]) -> dict[str, str | None]:
+    """The installed version of each of ``names`` in a dpkg status file's text.
+
+    ``None`` for a package that is not installed (absent, removed, config files only).
+    A package installed for several architectures reads ``amd64:1.0,i386:1.0``.
+    """
+    wanted = set(names)
+    found: dict[str, list[str]] = {}
+    for paragraph in re.split(r"\n\s*\n", status):
+        fields: dict[str, str] = {}
+        for line in paragraph.splitlines():
+            if line[:1] in (" ", "\t") or ":" not in line:
+                continue  # a continuation line (Description, Conffiles) or noise
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+        name = fields.get("Package")
+        if name not in wanted or fields.get("Status", "").split()[-1:] != ["installed"]:
+            continue
+        found.setdefault(name, []).append(f"{fields.get('Architecture', '')}:{fields['Version']}")
+    versions: dict[str, str | None] = {}
+    for name in sorted(wanted):
+        archs = sorted(found.get(name, []))
+        if not archs:
+            versions[name] = None
+        elif len(archs) == 1:
+            versions[name] = archs[0].split(":", 1)[1]
+        else:
+            versions[name] = ",".join(archs)
+    return versions
+
+
+def os_codename(os_release: str) -> str:
+    """``VERSION_CODENAME`` of an os-release file's text (``""`` when it has none)."""
+    match = re.search(r"^VERSION_CODENAME=\"?([^\"\n]*)\"?$", os_release, re.M)
+    return match[1] if match else ""
+
+
 def wheelhouse_key(
-    image_key: str,
+    suite: str,
+    versions: dict[str, str | None],
     package_spec: str = PACKAGE_SPEC,
     cmake_args: str = CMAKE_ARGS,
 ) -> str:
-    """The cache key: what the wheels depend on (the image, the pin, the build flags)."""
+    """The cache key: what the wheels depend on (the suite, the versions of WHEEL_DEPENDS in
+    the image, the pin, the build flags, the recipe), not the whole image."""
     doc = json.dumps(
         {
-            "image": image_key,
+            "suite": suite,
+            "versions": versions,
             "spec": package_spec,
             "cmake_args": cmake_args,
             "build_packages": list(BUILD_PACKAGES),
@@ -185,6 +233,19 @@ def read_requirements(text: str) -> dict[str, tuple[str, str]]:
     return out
 
 
+def wheel_depends(image_rootfs: Path) -> tuple[str, dict[str, str | None]]:
+    """The image's suite and the versions of WHEEL_DEPENDS, read from its root filesystem."""
+    try:
+        status = (image_rootfs / DPKG_STATUS).read_text(encoding="utf-8", errors="replace")
+        release = (image_rootfs / "etc" / "os-release").read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TargetError(
+            f"{image_rootfs} has no readable dpkg status or os-release ({exc.strerror}); "
+            "build the image again (`mlseclab up` does)"
+        ) from None
+    return os_codename(release), installed_versions(status, WHEEL_DEPENDS)
+
+
 def _fill(script: str, package_spec: str, cmake_args: str) -> str:
     for bad in ("'", "\n"):
         if bad in package_spec or bad in cmake_args:
@@ -233,9 +294,10 @@ def ensure_wheelhouse(
 ) -> Path:
     """The directory of wheels (with ``requirements.txt``) for the image at ``image_rootfs``.
 
-    Built on first use (several minutes: llama.cpp is compiled), cached afterwards. The
-    image key is the name of the rootfs's parent directory (``images/<key>/rootfs``).
-    The build log is kept at ``<cache_root>/logs/<key>.log``.
+    Built on first use (5-27 minutes: llama.cpp is compiled), cached afterwards, keyed by
+    :func:`wheelhouse_key` on the image's suite and the versions of WHEEL_DEPENDS in its
+    dpkg status, so an image that differs only in other packages reuses it. The build
+    log is kept at ``<cache_root>/logs/<key>.log``.
     """
     image_rootfs = image_rootfs.resolve()
     if not (image_rootfs / "usr" / "bin" / "python3").exists():
@@ -243,7 +305,8 @@ def ensure_wheelhouse(
             f"{image_rootfs} is not a node image root filesystem (no usr/bin/python3); "
             "build the image first (`mlseclab up` does)"
         )
-    key = wheelhouse_key(image_rootfs.parent.name, package_spec, cmake_args)
+    suite, versions = wheel_depends(image_rootfs)
+    key = wheelhouse_key(suite, versions, package_spec, cmake_args)
     final = cache_root / key
     if (final / "wheelhouse.json").is_file() and (final / "requirements.txt").is_file():
         write_archive(final)
@@ -319,6 +382,8 @@ def ensure_wheelhouse(
                 {
                     "key": key,
                     "image": image_rootfs.parent.name,
+                    "suite": suite,
+                    "versions": versions,
                     "package_spec": package_spec,
                     "cmake_args": cmake_args,
                     "python": python,

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from mlseclab.errors import LabError
+from mlseclab.process import run
 from mlseclab.state import write_private
-from mlseclab.targets.local.host import run
 
 #: the reasons a snapshot is taken (the last part of its id)
 REASONS = ("down", "purge", "rebuild", "pre-restore")

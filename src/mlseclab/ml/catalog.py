@@ -1,8 +1,8 @@
 """Models mlseclab knows how to produce offline, by name (``builtin:<name>`` in a spec).
 
 The one place the built-in models' pins (file name and sha256) and the refused
-pickle suffixes are written: :mod:`mlseclab.models` builds its recipes from them,
-validation and the inventory read them here. Kept apart from :mod:`mlseclab.models`
+pickle suffixes are written: :mod:`mlseclab.ml.models` builds its recipes from them,
+validation and the inventory read them here. Kept apart from :mod:`mlseclab.ml.models`
 so that validating a spec needs only the names and pins, not the model tooling.
 """
 
