@@ -63,7 +63,7 @@ def main() -> int:
     exe = Path(sys.executable).with_name("mlseclab")
     facts: dict[str, object] = {"lab": ctx.spec.lab.name}
     if not args.skip_ingest:
-        vectordb = ctx.spec.nodes_by_role()["vectordb"][0]  # type: ignore[index]
+        vectordb = next(n for n, node in ctx.spec.nodes.items() if node.role == "vectordb")
         wipe = subprocess.run(
             [
                 "ssh",

@@ -33,7 +33,7 @@ TIMEOUT = 600
 
 
 def _node_of(ctx: Context, role: Role) -> str:
-    nodes = ctx.spec.nodes_by_role().get(role, [])
+    nodes = [name for name, node in ctx.spec.nodes.items() if node.role is role]
     if not nodes:
         raise LabError(f"lab {ctx.spec.lab.name} has no {role} node")
     if not ctx.home.ssh_config.exists():
