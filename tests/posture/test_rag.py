@@ -264,13 +264,16 @@ def test_rag_refuses_requests_that_bypass_the_gateway(
     assert not wrong, f"{node.name}: " + "; ".join(wrong)
 
 
-def _ask(lab: PostureLab, client: str, question: str) -> tuple[int, dict[str, Any]]:
-    """POST a question to the gateway from the operator's host as ``client``."""
+def _ask(
+    lab: PostureLab, client: str, question: str, *, generate: bool = True
+) -> tuple[int, dict[str, Any]]:
+    """POST a question to the gateway from the operator's host as ``client`` (``generate``
+    False: retrieval and its filters only, no answer)."""
     gateway = next(n for n in lab.nodes() if n.role == "gateway")
     key = secrets(lab).client_key(client).read_text(encoding="utf-8").strip()
     req = urllib.request.Request(
         f"https://{gateway.topo.service[0].ip}{QUERY_PATH}",
-        data=json.dumps({"question": question}).encode(),
+        data=json.dumps({"question": question, "generate": generate}).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
         method="POST",
     )
@@ -344,11 +347,12 @@ def test_rag_answers_cite_only_the_callers_groups(
     text = (corpus / doc.path).read_text(encoding="utf-8").replace(doc.canary or "", "")
     question = " ".join(text.split())[:300]
     wrong = []
-    status, body = _ask(lab, insiders[0], question)
+    # retrieval only: who may see what is decided there; the e2e suite asks for answers
+    status, body = _ask(lab, insiders[0], question, generate=False)
     cited = [c["document"] for c in body.get("citations", [])]
     if status != 200 or doc.id not in cited:
         wrong.append(f"{insiders[0]} (may read {doc.id}) got {status}, citations {cited}")
-    status, body = _ask(lab, outsider, question)
+    status, body = _ask(lab, outsider, question, generate=False)
     foreign = {e.id for e in entries if not set(e.groups) & set(lab.spec.clients[outsider].groups)}
     leaked = sorted({c["document"] for c in body.get("citations", [])} & foreign)
     if status not in (200, 451) or leaked:

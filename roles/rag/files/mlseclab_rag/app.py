@@ -32,6 +32,9 @@ SNIPPET = 240
 class Query(BaseModel):
     question: str = Field(min_length=1, max_length=2000)
     top_k: int = Field(default=4, ge=1, le=8)
+    #: False: retrieval only (citations, no answer): what a posture check of the ACL needs,
+    #: without a generation's seconds. Every filter on retrieved text applies the same.
+    generate: bool = True
 
 
 def _error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
@@ -141,15 +144,16 @@ def create_app(settings: Settings) -> FastAPI:
             leaked = forbidden([c["snippet"] for c in citations], who.groups, planted)
             if leaked:
                 return blocked(leaked, "retrieval")
-        if chunks:
+        answer: str | None = None  # stays None for a retrieval-only request
+        if body.generate and chunks:
             try:
                 answer = inference.complete(assemble(question, chunks), max_tokens)
             except InferenceError as exc:
                 return _error(502, "upstream", str(exc))
-        else:
+        elif body.generate:
             answer = "No document you may read answers that."
         t2 = time.monotonic()
-        if canary_filter:
+        if canary_filter and answer is not None:
             leaked = forbidden([answer], who.groups, planted)
             if leaked:
                 return blocked(leaked, "generation")
@@ -157,8 +161,9 @@ def create_app(settings: Settings) -> FastAPI:
             "retrieval_ms": round((t1 - t0) * 1000, 1),
             "generation_ms": round((t2 - t1) * 1000, 1),
         }
-        audit.event("rag.query", outcome="answered", **record, **timings)
-        metrics.queries.labels(who.client, "answered").inc()
+        outcome = "answered" if answer is not None else "retrieved"
+        audit.event("rag.query", outcome=outcome, **record, **timings)
+        metrics.queries.labels(who.client, outcome).inc()
         metrics.chunks.observe(len(chunks))
         for c in chunks:
             metrics.scores.observe(max(0.0, c.score))
