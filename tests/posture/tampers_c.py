@@ -11,10 +11,10 @@ from __future__ import annotations
 
 if __package__:
     from .tampers import Tamper
-    from .tampers_b import PSQL, _backup, _nginx, _restore, _wait_port
+    from .tampers_b import _backup, _nginx, _pg_sql, _restore, _wait_port
 else:
     from tampers import Tamper
-    from tampers_b import PSQL, _backup, _nginx, _restore, _wait_port
+    from tampers_b import _backup, _nginx, _pg_sql, _restore, _wait_port
 
 RAG_SETTINGS = "/etc/mlseclab/rag/settings.json"
 RAG_QUERY_PASSWORD = "/etc/mlseclab/rag/credentials/db-query-password"
@@ -29,16 +29,6 @@ def _settings(name: str, breaks: tuple[str, ...], edit: str) -> Tamper:
         breaks=breaks,
         apply=f"{_backup(name, RAG_SETTINGS)} && sed -i {edit} {RAG_SETTINGS} && {RAG_RESTART}",
         revert=f"{_restore(name, RAG_SETTINGS)} && {RAG_RESTART}",
-    )
-
-
-def _sql(name: str, breaks: tuple[str, ...], apply: str, revert: str) -> Tamper:
-    return Tamper(
-        name=name,
-        node="vectordb-01",
-        breaks=breaks,
-        apply=f'{PSQL} "{apply}"',
-        revert=f'{PSQL} "{revert}"',
     )
 
 
@@ -84,37 +74,37 @@ TAMPERS: list[Tamper] = [
             f"{_restore('rag-queries-as-ingest-role-pw', RAG_QUERY_PASSWORD)} && {RAG_RESTART}"
         ),
     ),
-    _sql(
+    _pg_sql(
         "rag-chunks-rls-disabled",
         (ACL,),
         "ALTER TABLE rag.chunks DISABLE ROW LEVEL SECURITY",
         "ALTER TABLE rag.chunks ENABLE ROW LEVEL SECURITY",
     ),
-    _sql(
+    _pg_sql(
         "rag-chunks-rls-not-forced",
         (ACL,),
         "ALTER TABLE rag.chunks NO FORCE ROW LEVEL SECURITY",
         "ALTER TABLE rag.chunks FORCE ROW LEVEL SECURITY",
     ),
-    _sql(
+    _pg_sql(
         "rag-query-role-bypassrls",
         (ACL,),
         "ALTER ROLE rag_query BYPASSRLS",
         "ALTER ROLE rag_query NOBYPASSRLS",
     ),
-    _sql(
+    _pg_sql(
         "rag-query-role-can-write",
         (ACL,),
         "GRANT INSERT, UPDATE, DELETE ON rag.chunks TO rag_query",
         "REVOKE INSERT, UPDATE, DELETE ON rag.chunks FROM rag_query",
     ),
-    _sql(
+    _pg_sql(
         "rag-policy-widened",
         (ACL,),
         "CREATE POLICY chunks_tamper ON rag.chunks FOR SELECT TO rag_query USING (true)",
         "DROP POLICY chunks_tamper ON rag.chunks",
     ),
-    _sql(
+    _pg_sql(
         "rag-quarantine-lifted",
         ("test_rag_injected_documents_quarantined_not_indexed",),
         "UPDATE rag.sources SET status = 'indexed', reason = 'tamper:' || reason"
