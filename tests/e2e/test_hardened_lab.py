@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import socket
 import ssl
 import subprocess
 import urllib.error
@@ -189,6 +190,13 @@ def test_inference_refuses_to_start_when_a_model_byte_changes(lab: Hardened) -> 
         lab.ssh("inference-01", "systemctl is-active mlseclab-inference.service").stdout.strip()
         == "active"
     )
+    # "active" is before the models are loaded: the tests after this one need it serving
+    serving = lab.ssh(
+        "inference-01",
+        "for i in $(seq 1 180); do ss -Hltn 'sport = :8000' | grep -q . && exit 0; sleep 1; done;"
+        " exit 1",
+    )
+    assert serving.returncode == 0, "the model server did not listen again within 180 s"
 
 
 # --- the RAG service ---------------------------------------------------------------------------
@@ -264,36 +272,66 @@ def test_rag_quarantined_the_injected_document_and_reingest_adds_nothing(lab: Ha
     status = json.loads(lab.cli("rag", "status", "--json").stdout)
     assert status["units"]["mlseclab-rag.service"]["active"] == "active"
     assert status["last_ingest"]["unchanged"] == report["unchanged"]
+    # as postgres itself: FORCE ROW LEVEL SECURITY hides every row from the owner role too
     count = _psql_as_owner(
         lab,
-        "SELECT status || ':' || (SELECT count(*) FROM rag.chunks WHERE document = s.id)"
+        "RESET ROLE; SELECT status || ':' || "
+        "(SELECT count(*) FROM rag.chunks WHERE document = s.id)"
         " FROM rag.sources s WHERE id = 'vendor-integration-notes';",
     )
     assert count.stdout.split()[-1] == "quarantined:0", count.stdout + count.stderr
 
 
+_BYPASS = """
+import ssl, sys, urllib.error, urllib.request
+url, tls, cert = sys.argv[1], "/etc/nginx/mlseclab/tls", sys.argv[2] == "cert"
+ctx = ssl.create_default_context(cafile=tls + "/ca.crt")
+if cert:
+    ctx.load_cert_chain(tls + "/server.crt", tls + "/server.key")
+req = urllib.request.Request(url, data=b'{"question": "restricted?"}', method="POST",
+    headers={"Content-Type": "application/json",
+             "X-Mlseclab-Principal": "operator|everyone,secops|1|00"})
+try:
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        print(r.status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+except (urllib.error.URLError, OSError) as e:
+    reason = getattr(e, "reason", e)
+    print("refused" if not isinstance(reason, ssl.SSLCertVerificationError) else "badcert", reason)
+"""
+
+
+def _post_from_gateway(lab: Hardened, url: str, *, with_certificate: bool) -> str:
+    proc = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            str(lab.ssh_config),
+            "gateway-01",
+            f"sudo python3 - {url} {'cert' if with_certificate else 'nocert'}",
+        ],
+        input=_BYPASS,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    return (proc.stdout.strip().splitlines() or [f"no output: {proc.stderr[-500:]}"])[-1]
+
+
 def test_rag_refuses_a_request_that_bypasses_the_gateway(lab: Hardened) -> None:
     app = lab.topo.nodes["rag-01"].interface_on("app").ip  # type: ignore[union-attr]
-    tls = "/etc/nginx/mlseclab/tls"
     url = f"https://{app}:8080/v1/rag/query"
-    body = '{"question": "restricted?"}'
-    no_cert = lab.ssh(
-        "gateway-01",
-        f"sudo curl -sS -o /dev/null -w '%{{http_code}}' --cacert {tls}/ca.crt "
-        f"-H 'Content-Type: application/json' -d '{body}' {url}",
-    )
-    assert no_cert.stdout.strip() in ("", "000"), no_cert.stdout
-    gateway_cert = lab.ssh(
-        "gateway-01",
-        f"sudo curl -sS -o /dev/null -w '%{{http_code}}' --cacert {tls}/ca.crt "
-        f"--cert {tls}/server.crt --key {tls}/server.key -H 'Content-Type: application/json' "
-        f"-H 'X-Mlseclab-Principal: operator|everyone,secops|1|00' -d '{body}' {url}",
-    )
-    assert gateway_cert.stdout.strip() == "403", gateway_cert.stdout + gateway_cert.stderr
-    from_operator = subprocess.run(
-        ["curl", "-sS", "-m", "5", "-k", url], capture_output=True, text=True, check=False
-    )
-    assert from_operator.returncode != 0  # the router drops it: only the gateway may connect
+    # from the gateway itself (the only node the router lets through), with the node's own
+    # Python: the image has no curl
+    without = _post_from_gateway(lab, url, with_certificate=False)
+    assert without.startswith("refused"), without  # the TLS handshake fails: no HTTP at all
+    forged = _post_from_gateway(lab, url, with_certificate=True)
+    assert forged == "403", forged  # the gateway's certificate, a principal it did not sign
+    # from the operator's host the router drops it: only the gateway may connect
+    with pytest.raises(OSError):
+        socket.create_connection((str(app), 8080), timeout=5).close()
 
 
 def test_embeddings_are_refused_for_a_client_without_the_right(lab: Hardened) -> None:

@@ -97,7 +97,9 @@ def status(method, path, auth):
     if auth is not None:
         req.add_header("Authorization", "Bearer " + auth)
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        # the server answers one request at a time: a generation the RAG service asked for
+        # may be ahead of this one, so the wait is generous (this is a check of auth, not speed)
+        with urllib.request.urlopen(req, timeout=90) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
