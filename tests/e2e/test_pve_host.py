@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from helpers.labs import ROOT, derived_lab_text, running_lab, write_lab
+from mlseclab.spec import DATASETS_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +53,8 @@ def ssh(ssh_config: Path, node: str, command: str) -> subprocess.CompletedProces
 
 def hypervisors(mgmt: dict[str, str]) -> dict[str, Any]:
     common = {
+        # what the Proxmox target's inventory carries (the local lab's own root is elsewhere)
+        "mlseclab_datasets_root": DATASETS_ROOT,
         "pve_host_zfs_enabled": False,
         "pve_host_vfio_pci_ids": GPU_IDS,
         "pve_host_virtiofsd_install": False,  # no package mirror in the lab
