@@ -63,6 +63,21 @@ def is_mounted(path: Path) -> bool:
         return any(line.split()[1] == target for line in fh)
 
 
+def mount_overlay(lower: Path, upper: Path, work: Path, merged: Path) -> None:
+    """Mount an overlay of ``lower`` (never written) with its changes in ``upper`` at ``merged``."""
+    run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={lower},upperdir={upper},workdir={work}",
+            str(merged),
+        ]
+    )
+
+
 def unmount(path: Path) -> bool:
     if is_mounted(path):
         proc = run(["umount", str(path)], check=False)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from mlseclab.digest import sha256_file
 from mlseclab.errors import TargetError
-from mlseclab.process import run, unmount
+from mlseclab.process import mount_overlay, run, unmount
 from mlseclab.spec import DATASETS_ROOT
 from mlseclab.targets.local.image import in_chroot
 
@@ -330,17 +330,7 @@ def ensure_wheelhouse(
         d.mkdir(parents=True)
     started = time.monotonic()
     try:
-        run(
-            [
-                "mount",
-                "-t",
-                "overlay",
-                "overlay",
-                "-o",
-                f"lowerdir={image_rootfs},upperdir={upper},workdir={ovl_work}",
-                str(merged),
-            ]
-        )
+        mount_overlay(image_rootfs, upper, ovl_work, merged)
         inside = merged / _IN_ROOT.lstrip("/")
         inside.mkdir(parents=True)
         if _HOST_CA.is_file():

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlseclab.errors import TargetError
-from mlseclab.process import is_mounted, ok, run, unmount
+from mlseclab.process import is_mounted, mount_overlay, ok, run, unmount
 from mlseclab.spec import OPERATOR_USER
 from mlseclab.targets.local.names import LocalNames
 from mlseclab.topology import LabNode
@@ -54,17 +54,7 @@ def ensure_rootfs(node: str, names: LocalNames, image: Path) -> bool:
     for sub in ("upper", "work", "root"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     (d / "upper").chmod(0o755)
-    run(
-        [
-            "mount",
-            "-t",
-            "overlay",
-            "overlay",
-            "-o",
-            f"lowerdir={image},upperdir={d / 'upper'},workdir={d / 'work'}",
-            str(merged),
-        ]
-    )
+    mount_overlay(image, d / "upper", d / "work", merged)
     return True
 
 
