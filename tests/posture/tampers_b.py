@@ -351,6 +351,17 @@ RAG = [
         revert=f"chown root:root {RAG_DB_PASSWORD} && chmod 0600 {RAG_DB_PASSWORD}",
     ),
     Tamper(
+        # the principal signing key back on the RAG node: the service could sign principals
+        name="rag-signing-key-on-node",
+        node="rag-01",
+        breaks=("test_rag_credentials_root_only",),
+        apply=(
+            "umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \\n' "
+            "> /etc/mlseclab/rag/credentials/signing-key"
+        ),
+        revert="rm -f /etc/mlseclab/rag/credentials/signing-key",
+    ),
+    Tamper(
         name="rag-unsandboxed",
         node="rag-01",
         breaks=("test_rag_unit_sandboxed",),

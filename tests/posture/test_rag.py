@@ -46,17 +46,17 @@ CREDENTIALS = {
     "db-query-password": "db-query-password",
     "db-ingest-password": "db-ingest-password",
     "inference-api-key": "inference-api-key",
-    "signing-key": "rag-signing-key",
     "tls-key": "node-key",
 }
-NOT_HERE = ("db-owner-password",)  # the owner's credential bypasses row-level security
+# the owner's credential bypasses row-level security; with the principal signing key, a
+# compromised service could sign any principal (the database alone verifies them)
+NOT_HERE = ("db-owner-password", "rag-signing-key")
 # what each unit loads: credential name -> file. The query service never holds the
 # ingest (write) password; the ingest job never holds the signing or TLS key.
 UNIT_CREDENTIALS = {
     UNIT: {
         "db-password": "db-query-password",
         "inference-api-key": "inference-api-key",
-        "signing-key": "signing-key",
         "tls-key": "tls-key",
     },
     INGEST_UNIT: {"db-password": "db-ingest-password", "inference-api-key": "inference-api-key"},
@@ -98,8 +98,8 @@ def _secret_sha256(lab: PostureLab, name: str, node: str = "rag-01") -> str:
 
 @pytest.mark.control("MLSL-RAG-02", owasp="LLM08", atlas="AML.T0055, AML.T0082")
 def test_rag_credentials_root_only(node: PostureNode, host: Any, lab: PostureLab) -> None:
-    """The RAG node holds its DB passwords (query, ingest), the inference key, the principal
-    signing key and its TLS key, each 0600 root, and never the owner's password."""
+    """The RAG node holds its DB passwords (query, ingest), the inference key and its TLS
+    key, each 0600 root, and never the owner's password or the principal signing key."""
     got = run_python(host, _CREDENTIALS_PROBE, CREDENTIALS_DIR)
     wrong = mode_findings(
         file_states(host, [CREDENTIALS_DIR])[CREDENTIALS_DIR], mode=0o700, owner="root"
@@ -114,7 +114,7 @@ def test_rag_credentials_root_only(node: PostureNode, host: Any, lab: PostureLab
                 f"{path} is {f['mode']:04o} {f['owner']}:{f['group']}, expected 0600 root:root"
             )
         if f["sha256"] in forbidden:
-            wrong.append(f"{path} is the {forbidden[f['sha256']]} (write access to the vector DB)")
+            wrong.append(f"{path} is the {forbidden[f['sha256']]}, which must not be on this node")
         elif name in CREDENTIALS and f["sha256"] != _secret_sha256(
             lab, CREDENTIALS[name], node.name
         ):

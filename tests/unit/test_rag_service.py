@@ -19,7 +19,7 @@ from mlseclab_rag.chunk import chunk  # noqa: E402
 from mlseclab_rag.documents import Refused, read_document  # noqa: E402
 from mlseclab_rag.manifest import Entry, ManifestError, canaries, parse_manifest  # noqa: E402
 from mlseclab_rag.normalise import normalise  # noqa: E402
-from mlseclab_rag.principal import PrincipalError, sign, verify  # noqa: E402
+from mlseclab_rag.principal import PrincipalError, parse, sign, verify  # noqa: E402
 from mlseclab_rag.prompt import END, FENCE, Retrieved, assemble  # noqa: E402
 from mlseclab_rag.screen import screen  # noqa: E402
 
@@ -130,6 +130,29 @@ def test_principal_assertion_verifies_and_refuses_forgery_and_age() -> None:
     with pytest.raises(PrincipalError, match="stale"):
         verify(token, KEY, now=1000 + 121)
     assert verify(sign(KEY, "ops", [], 5), KEY, now=5).groups == ()
+
+
+def test_the_service_parses_principals_without_the_key() -> None:
+    """The RAG service holds no signing key: it refuses malformed and stale assertions,
+    and passes a well-formed one on unchanged, a forged MAC included: the database's
+    rag.principal_groups() is the one verifier (tests/posture/test_rag_acl.py proves it
+    refuses a forgery)."""
+    token = sign(KEY, "rag-app", ["everyone"], 1000)
+    forged = token.replace("|everyone|", "|everyone,secops|")
+    assert parse(forged, now=1010).groups == ("everyone", "secops")
+    assert parse(forged, now=1010).assertion == forged  # verbatim, for the database
+    for bad, message in (
+        (None, "through the gateway"),
+        ("a|b|c|d", "malformed"),
+        ("rag-app|everyone|1000|" + "0" * 63, "malformed"),
+        ("Rag App|everyone|1000|" + "0" * 64, "malformed"),
+        ("rag-app|every one|1000|" + "0" * 64, "malformed"),
+    ):
+        with pytest.raises(PrincipalError, match=message):
+            parse(bad, now=1010)
+    with pytest.raises(PrincipalError, match="stale"):
+        parse(token, now=1000 - 121)
+    assert "signing-key" not in (ROOT / "roles/rag/files/mlseclab_rag/app.py").read_text()
 
 
 def test_canary_filter_blocks_only_what_the_caller_may_not_read() -> None:

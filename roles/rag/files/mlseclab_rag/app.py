@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import uvicorn
 import yaml
 from fastapi import FastAPI, Request
@@ -22,7 +23,7 @@ from mlseclab_rag.config import Settings, credential
 from mlseclab_rag.inference import Inference, InferenceError
 from mlseclab_rag.manifest import canaries, parse_manifest
 from mlseclab_rag.normalise import normalise
-from mlseclab_rag.principal import HEADER, PrincipalError, verify
+from mlseclab_rag.principal import HEADER, PrincipalError, parse
 from mlseclab_rag.prompt import assemble
 from mlseclab_rag.store import Store
 
@@ -71,7 +72,6 @@ def gateway_only(names: list[str]) -> type[H11Protocol]:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    key = credential("signing-key")
     max_age = int(settings["principal"]["max_age"])
     store = Store(settings["vectordb"], settings["vectordb"]["user"], credential("db-password"))
     inf = settings["inference"]
@@ -92,7 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
     def query(body: Query, request: Request) -> JSONResponse:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         try:
-            who = verify(request.headers.get(HEADER), key, time.time(), max_age)
+            who = parse(request.headers.get(HEADER), time.time(), max_age)
         except PrincipalError as exc:
             audit.event("rag.refused", reason=str(exc), request_id=request_id)
             metrics.queries.labels("-", "refused").inc()
@@ -105,6 +105,13 @@ def create_app(settings: Settings) -> FastAPI:
             chunks = store.search(who.assertion, embedding, body.top_k)
         except InferenceError as exc:
             return _error(502, "upstream", str(exc))
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.RaiseException) as exc:
+            # rag.principal_groups() refused the assertion: its MAC does not verify
+            reason = (exc.diag.message_primary or "principal refused by the database")[:200]
+            audit.event("rag.refused", reason=reason, request_id=request_id)
+            metrics.queries.labels("-", "refused").inc()
+            metrics.write()
+            return _error(403, "forbidden", reason)
         t1 = time.monotonic()
         scores = [c.score for c in chunks]
         collections = sorted({c.collection for c in chunks})
