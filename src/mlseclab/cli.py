@@ -186,6 +186,26 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser(
+        "attack",
+        help="emulate the adversary from inside the lab: blocked, detected or missed",
+        description="Run the attack scenarios against the live lab (local target): from a "
+        "client namespace on the edge segment, from a node's service assumed compromised, "
+        "and through the model and corpus supply chains. Each is bounded and stays inside "
+        "the lab. Exit 0 when every scenario is blocked, 2 otherwise.",
+    )
+    _spec_options(p)
+    p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="only these (default: all)")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.add_argument(
+        "--detect-timeout",
+        type=float,
+        default=150.0,
+        metavar="SECONDS",
+        help="how long to wait after the last scenario for its alerts (default 150)",
+    )
+    p.add_argument("--reports", type=Path, metavar="DIR", help="where report folders go")
+
+    p = sub.add_parser(
         "rebuild",
         help="destroy and re-create nodes from the image, keeping datasets; then harden them",
         description="Stop the nodes, snapshot the protected datasets they mount, remove their "

@@ -1,5 +1,6 @@
 """One typed function per CLI command; each returns an exit code."""
 
+from mlseclab.commands.attack import cmd_attack
 from mlseclab.commands.data import cmd_rebuild, cmd_restore, cmd_snapshots
 from mlseclab.commands.drift import cmd_drift
 from mlseclab.commands.harden import cmd_harden
@@ -9,6 +10,7 @@ from mlseclab.commands.spec import cmd_graph, cmd_plan, cmd_validate
 from mlseclab.commands.verify import cmd_verify
 
 __all__ = [
+    "cmd_attack",
     "cmd_down",
     "cmd_drift",
     "cmd_graph",
