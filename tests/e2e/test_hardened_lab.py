@@ -374,6 +374,72 @@ def _psql_as_owner(lab: Hardened, sql: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _attack(lab: Hardened, *scenarios: str) -> tuple[int, dict[str, Any]]:
+    proc = lab.cli("attack", *scenarios, "--json", "--detect-timeout", "0")
+    assert proc.returncode in (0, 2), proc.stderr[-3000:]
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_attack_every_scenario_is_blocked(lab: Hardened) -> None:
+    """`mlseclab attack`: every scenario, from the edge client, from the RAG service's own
+    identity and through the model and corpus supply chains, is blocked on the hardened lab;
+    the edge client is gone afterwards and the lab still serves."""
+    code, report = _attack(lab)
+    verdicts = {s["id"]: (s["verdict"], s["evidence"], s["error"]) for s in report["scenarios"]}
+    assert code == 0 and report["summary"]["missed"] == 0, verdicts
+    assert len(report["scenarios"]) == 11
+    by_id = {s["id"]: s for s in report["scenarios"]}
+    edge = by_id["edge-discovery"]["evidence"]
+    assert "gateway-01 10.78.20.11:443 (clients-to-gateway)" in edge[1], edge
+    assert "HTTP {" in by_id["model-extraction"]["evidence"][0]
+    assert "429" in by_id["model-extraction"]["evidence"][0]
+    assert "quarantined at ingest" in by_id["rag-poisoning"]["evidence"][0]
+    assert "serving again" in by_id["model-tamper"]["evidence"][-1]
+    assert Path(report["report_dir"], "attack.html").is_file()
+    assert not [ns for ns in _netns() if ns == "mlsl-hard-client"]
+    status, _ = lab.gateway("/v1/models")
+    assert status == 200
+
+
+def _netns() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_attack_reports_a_miss_when_the_rag_service_can_sign_principals(lab: Hardened) -> None:
+    """The scenario can fail: hand the RAG service the signing key again (a drop-in), and
+    vector-store-abuse reads restricted rows under a principal it signed itself."""
+    key = (lab.secrets / "rag-signing-key").read_text(encoding="utf-8")
+    cred = "/etc/mlseclab/rag/credentials/signing-key"
+    dropin = "/etc/systemd/system/mlseclab-rag.service.d/zz-attack-test.conf"
+    put = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            str(lab.ssh_config),
+            "rag-01",
+            f"sudo sh -c 'umask 077; cat > {cred}' && sudo mkdir -p {Path(dropin).parent} && "
+            f"printf '[Service]\\nLoadCredential=signing-key:{cred}\\n' | sudo tee {dropin} "
+            ">/dev/null && sudo systemctl daemon-reload",
+        ],
+        input=key,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    try:
+        assert put.returncode == 0, put.stderr
+        code, report = _attack(lab, "vector-store-abuse")
+        [s] = report["scenarios"]
+        assert code == 2 and s["verdict"] == "missed", s
+        assert any("ALLOWED: a principal signed" in e for e in s["evidence"]), s["evidence"]
+    finally:
+        lab.ssh("rag-01", f"sudo rm -f {cred} {dropin} && sudo systemctl daemon-reload")
+    code, report = _attack(lab, "vector-store-abuse")
+    assert code == 0, report["scenarios"]
+
+
 def test_rebuild_keeps_the_vector_rows_and_the_model_files(lab: Hardened) -> None:
     count = "SELECT count(*) FROM rag.documents WHERE tenant = 'rebuild-probe';"
     insert = _psql_as_owner(
