@@ -84,6 +84,13 @@ def test_missing_privilege_is_named() -> None:
     )
 
 
+def test_exact_path_grant_without_propagate_counts() -> None:
+    # F8: the real answer shape: the value is the propagate flag.
+    required = [("/vms/9000", "VM.Clone", "clone"), ("/pool/lab", "VM.Allocate", "create")]
+    granted = {"/vms/9000": {"VM.Clone": 0}, "/pool": {"VM.Allocate": 0}}
+    assert missing_privileges(granted, required) == [("/pool/lab", "VM.Allocate", "create")]
+
+
 def test_required_privileges_cover_the_lab(reference_spec: LabSpec) -> None:
     required = Preflight(reference_spec, REFERENCE).required_privileges()
     privs = {(p, v) for p, v, _why in required}

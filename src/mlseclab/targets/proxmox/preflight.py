@@ -202,7 +202,11 @@ class Preflight:
 def missing_privileges(
     granted: Mapping[str, Mapping[str, Any]], required: list[tuple[str, str, str]]
 ) -> list[tuple[str, str, str]]:
-    """Required (path, privilege, why) not granted on the path or any parent of it."""
+    """Required (path, privilege, why) not granted on the path or any parent of it.
+
+    PVE's /access/permissions values are the propagate flag, not a yes/no: a key present
+    on the exact path grants it (even 0), a parent grants it only when it propagates (1).
+    """
 
     def parents(path: str) -> Iterator[str]:
         parts = path.strip("/").split("/")
@@ -212,7 +216,10 @@ def missing_privileges(
     return [
         (path, priv, why)
         for path, priv, why in required
-        if not any(granted.get(p, {}).get(priv) for p in parents(path))
+        if not any(
+            priv in granted.get(p, {}) if p == path else granted.get(p, {}).get(priv)
+            for p in parents(path)
+        )
     ]
 
 
