@@ -6,7 +6,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlseclab.errors import TargetError
+from mlseclab.errors import LabError, TargetError
 
 #: tool -> Debian package that provides it
 REQUIRED_TOOLS: dict[str, str] = {
@@ -85,3 +85,21 @@ def unmount(path: Path) -> bool:
             run(["umount", "--lazy", str(path)])
         return True
     return False
+
+
+def ssh(
+    config: Path | str, node: str, command: str, *, stdin: str | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``ssh -F config node command`` (text in and out); the remote's exit code is the
+    caller's to judge, a command that outlives ``timeout`` is a LabError naming it."""
+    try:
+        return subprocess.run(
+            ["ssh", "-F", str(config), node, command],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise LabError(f"{node}: `{command}` did not finish in {timeout:.0f}s") from None

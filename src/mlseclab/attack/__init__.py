@@ -180,12 +180,13 @@ def run(
             if watch is not None:
                 watch.stop()
     finished = time.time()
-    report = {
+    rows = [o.as_dict() for o in outcomes]
+    report: dict[str, Any] = {
         "lab": ctx.spec.lab.name,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(finished - started, 1),
         "edge_client": edge.address,
-        "scenarios": [o.as_dict() for o in outcomes],
+        "scenarios": rows,
         "alerts_seen": sorted(
             (a.as_dict() for a in (watch.seen.values() if watch else [])),
             key=lambda d: d["starts_at"],
@@ -199,7 +200,7 @@ def run(
         "detected": sum(o.detected for o in outcomes),
         "missed": sum(not o.blocked for o in outcomes),
     }
-    report["matrix"] = matrix(report["scenarios"])
+    report["matrix"] = matrix(rows)
     return report
 
 

@@ -26,7 +26,7 @@ from importlib import resources
 from typing import Any
 
 from mlseclab.errors import LabError
-from mlseclab.process import run
+from mlseclab.process import run, ssh
 from mlseclab.targets.local import network
 from mlseclab.targets.local.names import PREFIX, LocalNames, _short
 from mlseclab.topology import Topology
@@ -164,17 +164,7 @@ class CompromisedService:
     def ssh(
         self, command: str, stdin: str | None = None, timeout: float = PROBE_TIMEOUT
     ) -> subprocess.CompletedProcess[str]:
-        try:
-            return subprocess.run(
-                ["ssh", "-F", self.ssh_config, self.node, command],
-                input=stdin,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise LabError(f"{self.node}: `{command}` did not finish in {timeout:.0f}s") from None
+        return ssh(self.ssh_config, self.node, command, stdin=stdin, timeout=timeout)
 
     def properties(self) -> list[str]:
         """Options for systemd-run: the unit's User= and every LoadCredential= (read from

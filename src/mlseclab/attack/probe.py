@@ -28,6 +28,19 @@ from typing import Any
 MAX_WORKERS = 16
 
 
+#: what the kernel said, for an attempt that got no answer at all
+ERRNO_STATES = {
+    errno.ENETUNREACH: "no-route",
+    errno.EHOSTUNREACH: "no-route",
+    errno.EPERM: "denied-locally",  # the node's own firewall (nftables output chain)
+    errno.EACCES: "denied-locally",
+}
+
+
+def _os_error(exc: OSError) -> dict[str, str]:
+    return {"state": ERRNO_STATES.get(exc.errno or 0, "error"), "error": exc.strerror or str(exc)}
+
+
 def tcp_connect(address: str, port: int, timeout: float) -> dict[str, Any]:
     """open (and the first bytes the server sent, e.g. an SSH banner), refused, filtered, ..."""
     started = time.monotonic()
@@ -47,13 +60,7 @@ def tcp_connect(address: str, port: int, timeout: float) -> dict[str, Any]:
     except ConnectionRefusedError:
         out["state"] = "refused"
     except OSError as exc:
-        out["state"] = {
-            errno.ENETUNREACH: "no-route",
-            errno.EHOSTUNREACH: "no-route",
-            errno.EPERM: "denied-locally",
-            errno.EACCES: "denied-locally",
-        }.get(exc.errno or 0, "error")
-        out["error"] = exc.strerror or str(exc)
+        out.update(_os_error(exc))
     finally:
         s.close()
     out["seconds"] = round(time.monotonic() - started, 3)
@@ -79,12 +86,7 @@ def dns_query(address: str, name: str, timeout: float) -> dict[str, Any]:
     except ConnectionRefusedError:
         out["state"] = "refused"
     except OSError as exc:
-        out["state"] = (
-            "no-route"
-            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
-            else ("denied-locally" if exc.errno in (errno.EPERM, errno.EACCES) else "error")
-        )
-        out["error"] = exc.strerror or str(exc)
+        out.update(_os_error(exc))
     finally:
         s.close()
     return out
@@ -132,7 +134,7 @@ def _credential(name: str) -> str:
 
 
 def _conninfo(spec: dict[str, Any]) -> str:
-    import psycopg
+    import psycopg  # type: ignore[import-not-found,unused-ignore]
 
     db = json.loads(Path(spec["settings_file"]).read_text("utf-8"))["vectordb"]  # the service's
     return str(
@@ -152,7 +154,7 @@ def _conninfo(spec: dict[str, Any]) -> str:
 
 def sql_statements(spec: dict[str, Any]) -> list[dict[str, Any]]:
     """Each statement in its own transaction as the service's role: rows, or the refusal."""
-    import psycopg  # on a RAG node: python3-psycopg
+    import psycopg  # type: ignore[import-not-found,unused-ignore]  # a RAG node has python3-psycopg
 
     conninfo = _conninfo(spec)
     results = []
@@ -181,7 +183,7 @@ def forged_read(spec: dict[str, Any]) -> int | None:
     import hashlib
     import hmac
 
-    import psycopg
+    import psycopg  # type: ignore[import-not-found,unused-ignore]
 
     name = spec.get("forge_with_credential")
     if not name or not (Path(os.environ.get("CREDENTIALS_DIRECTORY", "")) / name).is_file():

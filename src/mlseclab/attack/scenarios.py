@@ -163,7 +163,9 @@ class Attack:
             (n, a, p) for n, a in lab_addresses(self.topo) if n not in skip for p in SCAN_PORTS
         ]
         result = probe({"tcp": [[a, p] for _, a, p in targets], "timeout": 1.0, "workers": 16})
-        expected, unexpected, states = [], [], {}
+        expected: list[str] = []
+        unexpected: list[str] = []
+        states: dict[str, int] = {}
         for (node, address, port), r in zip(targets, result["tcp"], strict=True):
             states[r["state"]] = states.get(r["state"], 0) + 1
             rule = self.topo.allowed(source, source_address_of(address), address, "tcp", port)
@@ -249,7 +251,7 @@ def _vector_store_abuse(a: Attack) -> Finding:
     creds = svc.credential_names()
     forge_key = "signing-key" if "signing-key" in creds else ""
     principal_sql = "SELECT set_config('mlseclab.principal', %s, true)"
-    statements = [
+    statements: list[dict[str, Any]] = [
         {
             "name": "read every chunk without a principal",
             "sql": "SELECT count(*) FROM rag.chunks",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -19,7 +20,7 @@ from mlseclab.templating import render_html
 STYLE = {"blocked, detected": "green", "blocked": "yellow", "missed": "red"}
 
 
-def write_reports(report: dict, directory: Path) -> None:
+def write_reports(report: dict[str, Any], directory: Path) -> None:
     write_private(directory / "attack.json", json.dumps(report, indent=2) + "\n", 0o640)
     write_private(directory / "attack.html", render_html("attack.html.j2", report=report), 0o640)
 

@@ -22,6 +22,7 @@ from rich.table import Table
 from mlseclab import ui
 from mlseclab.commands.common import Context, load_context
 from mlseclab.errors import ERROR, FINDINGS, OK, LabError
+from mlseclab.process import ssh
 from mlseclab.secrets import paths
 from mlseclab.spec import Role
 
@@ -43,16 +44,7 @@ def _node_of(ctx: Context, role: Role) -> str:
 
 def _ssh(ctx: Context, node: str, command: str) -> subprocess.CompletedProcess[str]:
     ctx.home.ensure_control_dir()
-    try:
-        return subprocess.run(
-            ["ssh", "-F", str(ctx.home.ssh_config), node, command],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise LabError(f"{node}: `{command}` did not finish in {TIMEOUT}s") from None
+    return ssh(ctx.home.ssh_config, node, command, timeout=TIMEOUT)
 
 
 def query(ctx: Context, client: str, question: str, timeout: float = TIMEOUT) -> tuple[int, Any]:
