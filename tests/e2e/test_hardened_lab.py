@@ -374,6 +374,60 @@ def _psql_as_owner(lab: Hardened, sql: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_rebuild_keeps_the_vector_rows_and_the_model_files(lab: Hardened) -> None:
+    count = "SELECT count(*) FROM rag.documents WHERE tenant = 'rebuild-probe';"
+    insert = _psql_as_owner(
+        lab,
+        "INSERT INTO rag.documents (tenant, content, embedding) "
+        "SELECT 'rebuild-probe', 'row ' || g, array_fill(g::real / 1000, ARRAY[384])::vector "
+        f"FROM generate_series(1, 250) AS g;\n{count}",
+    )
+    assert insert.returncode == 0, insert.stderr
+    rows = int(insert.stdout.split()[-1])
+    assert rows == 250
+    models = lab.names.dataset_dir("models")
+    pinned = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in models.glob("*.gguf")}
+    assert len(pinned) == 2
+    machine_id = lab.ssh("vectordb-01", "cat /etc/machine-id").stdout
+    assert lab.ssh("vectordb-01", "sudo touch /root/rebuild-marker").returncode == 0
+
+    rebuild = lab.cli("rebuild", "vectordb-01")  # with hardening
+    assert rebuild.returncode == 0, rebuild.stderr[-3000:]
+
+    assert lab.ssh("vectordb-01", "sudo test -e /root/rebuild-marker").returncode == 1
+    assert lab.ssh("vectordb-01", "cat /etc/machine-id").stdout == machine_id
+    after = _psql_as_owner(lab, count)
+    assert after.returncode == 0, after.stderr
+    assert int(after.stdout.split()[-1]) == rows
+    assert _psql_as_rag(lab, "SELECT count(*) FROM rag.documents").returncode == 0  # TLS, SCRAM
+    assert {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in models.glob("*.gguf")
+    } == pinned
+    snaps = json.loads(lab.cli("snapshots", "--json").stdout)["snapshots"]
+    assert [(s["dataset"], s["reason"]) for s in snaps] == [("vectors", "rebuild")]
+    cleanup = _psql_as_owner(lab, "DELETE FROM rag.documents WHERE tenant = 'rebuild-probe';")
+    assert cleanup.returncode == 0, cleanup.stderr
+
+
+# Posture, tamper and drift proofs share this module's lab and run after the tests
+# above, in this order: drift on the clean lab (check mode reports no change, verify
+# passes), each tamper proven and reverted, then drift with many tampers at once and
+# --fix (which may rebuild nodes).
+from e2e import posture_proofs as _proofs  # noqa: E402
+
+test_drift_on_the_hardened_lab_finds_nothing_and_verify_passes = (
+    _proofs.test_drift_on_the_hardened_lab_finds_nothing_and_verify_passes
+)
+test_every_tamper_makes_its_checks_fail_and_reverts = (
+    _proofs.test_every_tamper_makes_its_checks_fail_and_reverts
+)
+test_drift_names_every_tamper_and_fix_clears_them = (
+    _proofs.test_drift_names_every_tamper_and_fix_clears_them
+)
+
+
+# `mlseclab attack` runs last, on the lab that drift --fix has just put back: every
+# scenario must still be blocked there.
 def _attack(lab: Hardened, *scenarios: str) -> tuple[int, dict[str, Any]]:
     proc = lab.cli("attack", *scenarios, "--json", "--detect-timeout", "0")
     assert proc.returncode in (0, 2), proc.stderr[-3000:]
@@ -438,55 +492,3 @@ def test_attack_reports_a_miss_when_the_rag_service_can_sign_principals(lab: Har
         lab.ssh("rag-01", f"sudo rm -f {cred} {dropin} && sudo systemctl daemon-reload")
     code, report = _attack(lab, "vector-store-abuse")
     assert code == 0, report["scenarios"]
-
-
-def test_rebuild_keeps_the_vector_rows_and_the_model_files(lab: Hardened) -> None:
-    count = "SELECT count(*) FROM rag.documents WHERE tenant = 'rebuild-probe';"
-    insert = _psql_as_owner(
-        lab,
-        "INSERT INTO rag.documents (tenant, content, embedding) "
-        "SELECT 'rebuild-probe', 'row ' || g, array_fill(g::real / 1000, ARRAY[384])::vector "
-        f"FROM generate_series(1, 250) AS g;\n{count}",
-    )
-    assert insert.returncode == 0, insert.stderr
-    rows = int(insert.stdout.split()[-1])
-    assert rows == 250
-    models = lab.names.dataset_dir("models")
-    pinned = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in models.glob("*.gguf")}
-    assert len(pinned) == 2
-    machine_id = lab.ssh("vectordb-01", "cat /etc/machine-id").stdout
-    assert lab.ssh("vectordb-01", "sudo touch /root/rebuild-marker").returncode == 0
-
-    rebuild = lab.cli("rebuild", "vectordb-01")  # with hardening
-    assert rebuild.returncode == 0, rebuild.stderr[-3000:]
-
-    assert lab.ssh("vectordb-01", "sudo test -e /root/rebuild-marker").returncode == 1
-    assert lab.ssh("vectordb-01", "cat /etc/machine-id").stdout == machine_id
-    after = _psql_as_owner(lab, count)
-    assert after.returncode == 0, after.stderr
-    assert int(after.stdout.split()[-1]) == rows
-    assert _psql_as_rag(lab, "SELECT count(*) FROM rag.documents").returncode == 0  # TLS, SCRAM
-    assert {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in models.glob("*.gguf")
-    } == pinned
-    snaps = json.loads(lab.cli("snapshots", "--json").stdout)["snapshots"]
-    assert [(s["dataset"], s["reason"]) for s in snaps] == [("vectors", "rebuild")]
-    cleanup = _psql_as_owner(lab, "DELETE FROM rag.documents WHERE tenant = 'rebuild-probe';")
-    assert cleanup.returncode == 0, cleanup.stderr
-
-
-# Posture, tamper and drift proofs share this module's lab and run after the tests
-# above, in this order: drift on the clean lab (check mode reports no change, verify
-# passes), each tamper proven and reverted, then drift with many tampers at once and
-# --fix (which may rebuild nodes).
-from e2e import posture_proofs as _proofs  # noqa: E402
-
-test_drift_on_the_hardened_lab_finds_nothing_and_verify_passes = (
-    _proofs.test_drift_on_the_hardened_lab_finds_nothing_and_verify_passes
-)
-test_every_tamper_makes_its_checks_fail_and_reverts = (
-    _proofs.test_every_tamper_makes_its_checks_fail_and_reverts
-)
-test_drift_names_every_tamper_and_fix_clears_them = (
-    _proofs.test_drift_names_every_tamper_and_fix_clears_them
-)
