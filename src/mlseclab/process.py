@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -103,3 +107,37 @@ def ssh(
         )
     except subprocess.TimeoutExpired:
         raise LabError(f"{node}: `{command}` did not finish in {timeout:.0f}s") from None
+
+
+def find_pids(*markers: str) -> list[int]:
+    """Every running process whose command line holds each of ``markers`` as an argument."""
+    want = [m.encode() for m in markers]
+    found: list[int] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if all(w in args for w in want):
+            found.append(int(proc.name))
+    return sorted(found)
+
+
+def terminate(pid: int, timeout: float = 10) -> bool:
+    """SIGTERM, then SIGKILL after ``timeout``; True when the process was there."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+        if not Path(f"/proc/{pid}").exists():
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return True

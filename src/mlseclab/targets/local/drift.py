@@ -80,6 +80,16 @@ def router_drift(t: LocalTarget) -> list[DriftFinding]:
                 )
             if not link.isolated:
                 out.append(_finding(node.name, f"bridge port {port} isolation", "on", "off"))
+    metrics = t.router_metrics()
+    if metrics is not None and not t.router_metrics_pids():
+        out.append(
+            _finding(
+                ROUTER,
+                "router metrics exporter",
+                f"serving drop counters on {metrics['address']}:{metrics['port']}",
+                "not running",
+            )
+        )
     live = t.live_router_table()
     applied = names.lab_dir / "router.live"
     if live is None:

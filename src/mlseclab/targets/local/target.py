@@ -22,6 +22,7 @@ import concurrent.futures
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -35,7 +36,8 @@ from mlseclab.inventory import write_inventory
 from mlseclab.secrets import ensure_secrets
 from mlseclab.state import LabHome, write_private
 from mlseclab.targets import NodeStatus, Plan, PlannedAction
-from mlseclab.targets.local import host, network, nodes
+from mlseclab.spec import Role
+from mlseclab.targets.local import host, network, nodes, router_metrics
 from mlseclab.targets.local.artifacts import (
     ensure_corpus,
     pinned_model_files,
@@ -84,12 +86,29 @@ class LocalTarget:
         """The nodes that mount ``dataset`` (read-write only, with ``writers_only``)."""
         return list(self.topo.mounts_of(dataset, writers_only=writers_only))
 
+    def router_metrics(self) -> dict[str, Any] | None:
+        """Where the router's drop counters are served, and who may scrape them: the
+        observability nodes' management addresses (None: the lab has no such node)."""
+        scrapers = [n.mgmt.ip for n in self.topo.nodes.values() if n.role == Role.OBSERVABILITY]
+        if not scrapers:
+            return None
+        mgmt = self.spec.networks[self.spec.mgmt_segment_name()]
+        return {
+            "address": str(mgmt.gateway_address),
+            "port": router_metrics.METRICS_PORT,
+            "scrapers": sorted(scrapers),
+        }
+
     def router_ruleset(self) -> str:
+        ingress = [(LocalNames.bridge(s), s) for s in self.spec.networks]
+        ingress.append((self.names.router_uplink, router_metrics.OPERATOR_SEGMENT))
         return render(
             "router.nft.j2",
             lab=self.spec.lab.name,
             table=self.names.nft_table,
             rules=self.topo.rules,
+            ingress=ingress,
+            metrics=self.router_metrics(),
         )
 
     def leftovers(self) -> list[str]:
@@ -98,6 +117,10 @@ class LocalTarget:
         found += [f"container {n} (pid {p})" for n, p in nodes.find_nspawn_pids(self.names).items()]
         if network.link_exists(self.names.host_uplink):
             found.append(f"link {self.names.host_uplink}")
+        found += [
+            f"router metrics exporter (pid {p})"
+            for p in self.router_metrics_pids() + self.router_metrics_pids(stale=True)
+        ]
         nodes_dir = self.names.lab_dir / "nodes"
         if nodes_dir.is_dir():
             found += [
@@ -248,6 +271,7 @@ class LocalTarget:
             self._record(network.ensure_uplink(self.topo, self.names))
             self.make_dir(state, self.names.lab_dir)
             self._apply_router_policy()
+            self._ensure_router_metrics()
         booting: list[str] = []
         host_keys: dict[str, str] = state.setdefault("host_keys", {})
         with ui.step(f"nodes: {len(self.topo.nodes)} containers"):
@@ -443,6 +467,61 @@ class LocalTarget:
         write_private(applied, self.live_router_table() or "", 0o644)
         self._record([f"nftables {self.names.nft_table} ({len(self.topo.rules)} rules)"])
 
+    def router_metrics_pids(self, *, stale: bool = False) -> list[int]:
+        """This lab's running router exporters, found in /proc: those in the router
+        namespace as it is now (or, with ``stale``, those in any other one)."""
+        try:
+            current = os.stat(f"/run/netns/{self.names.router_ns}").st_ino
+        except OSError:
+            current = None
+        found = []
+        for pid in process.find_pids(router_metrics.MARKER, f"--lab={self.names.lab}"):
+            try:
+                here = os.stat(f"/proc/{pid}/ns/net").st_ino == current
+            except OSError:
+                continue
+            if here != stale:
+                found.append(pid)
+        return found
+
+    def _ensure_router_metrics(self) -> None:
+        """Start the router's drop-counter exporter unless it runs (the lab needs an
+        observability node to scrape it)."""
+        m = self.router_metrics()
+        for pid in self.router_metrics_pids(stale=True):  # left in a router namespace since re-made
+            process.terminate(pid)
+        if m is None or self.router_metrics_pids():
+            return
+        cmd = router_metrics.command(
+            self.names.lab, self.names.router_ns, m["address"], self.names.nft_table
+        )
+        log = self.names.lab_dir / "router-metrics.log"
+        if nodes.host_runs_systemd():
+            unit = f"mlsl-{self.names.lab}-router-metrics"
+            process.run(["systemctl", "reset-failed", unit], check=False)
+            process.run(
+                [
+                    "systemd-run",
+                    f"--unit={unit}",
+                    "--collect",
+                    "--quiet",
+                    f"--property=StandardOutput=append:{log}",
+                    f"--property=StandardError=append:{log}",
+                    *cmd,
+                ]
+            )
+            pid = int(process.run(["systemctl", "show", "-P", "MainPID", unit]).stdout or 0)
+        else:
+            with log.open("ab") as fh:
+                pid = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True
+                ).pid
+        self._record([f"router metrics exporter on {m['address']}:{m['port']} (pid {pid})"])
+
+    def _stop_router_metrics(self) -> bool:
+        pids = self.router_metrics_pids() + self.router_metrics_pids(stale=True)
+        return any([process.terminate(pid) for pid in pids])
+
     def _write_access(self, host_keys: dict[str, str]) -> None:
         lines = [
             f"{name} ssh-ed25519 {key}"
@@ -517,6 +596,8 @@ class LocalTarget:
         for ns in network.list_netns(names.netns_prefix):
             if ns != names.router_ns and network.delete_netns(ns):
                 removed.append(f"netns {ns}")
+        if self._stop_router_metrics():
+            removed.append("router metrics exporter")
         network.remove_host_routes(self.topo, names)
         if network.delete_link(names.host_uplink):
             removed.append(f"veth {names.host_uplink}")
