@@ -138,3 +138,16 @@ def test_ignored_changes_are_documented() -> None:
     assert changes
     for change in changes:
         assert f"`{change.property}`" in doc
+
+
+def test_sdn_use_is_required_where_proxmox_checks_it(reference_spec: LabSpec) -> None:
+    """F6: Proxmox checks SDN.Use on /sdn/zones/localnetwork/<bridge>/<tag> for a tagged NIC;
+    a grant on the bridge without propagate does not reach it, a propagated one does."""
+    required = Preflight(reference_spec, REFERENCE).required_privileges()
+    sdn = [r for r in required if r[1] == "SDN.Use"]
+    assert {p for p, _v, _w in sdn} == {
+        f"/sdn/zones/localnetwork/vmbr1/{s.vlan}" for s in reference_spec.networks.values()
+    }
+    bridge = "/sdn/zones/localnetwork/vmbr1"
+    assert missing_privileges({bridge: {"SDN.Use": 0}}, sdn) == sdn
+    assert missing_privileges({bridge: {"SDN.Use": 1}}, sdn) == []

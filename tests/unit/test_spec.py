@@ -70,6 +70,8 @@ EXPECTED_MISTAKES = {
     "control-character",
     "impossible-date",
     "proxmox-template-typo",
+    "proxmox-sdn-zone-with-hyphen",
+    "proxmox-sdn-zone-too-long",
     "waiver-expires-not-a-date",
     "waiver-unknown-control",
 }

@@ -176,14 +176,16 @@ class Preflight:
             ]
         if any(n.mounts for n in self.spec.nodes.values()):
             out.append(("/mapping/dir", "Mapping.Modify", "create the dataset mappings"))
-        table = [*access.LAB_VMS, *access.LAB_STORAGE, *access.LAB_NETWORK]
-        for priv, why in table:
+        for priv, why in [*access.LAB_VMS, *access.LAB_STORAGE]:
             if priv.startswith("VM.") or priv.startswith("Pool."):
                 out.append((f"/pool/{pool}", priv, why))
-            elif priv.startswith("Datastore."):
-                out.append((f"/storage/{px.datastore}", priv, why))
             else:
-                out.append(("/sdn/zones", priv, why))
+                out.append((f"/storage/{px.datastore}", priv, why))
+        # Where Proxmox checks SDN.Use for each NIC: the vnet or the VLAN on the bridge.
+        out += [
+            (path, "SDN.Use", "attach the lab's NICs")
+            for path in stacks_module("network").sdn_use_paths(self.spec)
+        ]
         if px.template.vm_id is not None:
             out.append((f"/vms/{px.template.vm_id}", "VM.Clone", "clone the template"))
         for n in self.spec.nodes.values():
