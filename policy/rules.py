@@ -128,6 +128,17 @@ def check_service_nic(resource_type: str, props: Props) -> list[str]:
     return out
 
 
+def check_cloud_init_no_upgrade(resource_type: str, props: Props) -> list[str]:
+    """No package upgrade on first boot: the lab has no egress, so cloud-init's apt step
+    fails or races Ansible (Proxmox's ciupgrade defaults to 1 when it is not set)."""
+    if resource_type != VM:
+        return []
+    init = props.get("initialization") or {}
+    if init.get("upgrade") is not False:
+        return ["cloud-init upgrade is not off; set initialization.upgrade: false (ciupgrade 0)"]
+    return []
+
+
 def check_sdn_ids(resource_type: str, props: Props) -> list[str]:
     """SDN zone and vnet ids in Proxmox's format: a letter, letters and digits, at most 8."""
     if resource_type not in (SDN_VLAN_ZONE, SDN_VNET):
@@ -281,6 +292,11 @@ POLICIES = [
         "service-vm-has-service-nic",
         "No service VM on the mgmt segment only; nothing on the host mgmt bridge.",
         check_service_nic,
+    ),
+    _resource_policy(
+        "vm-cloud-init-no-upgrade",
+        "No cloud-init package upgrade on first boot (the lab has no egress).",
+        check_cloud_init_no_upgrade,
     ),
     _resource_policy(
         "sdn-ids-proxmox-format",

@@ -28,7 +28,7 @@ def test_type_tokens_match_the_provider_module() -> None:
 
 def test_policy_names_are_unique() -> None:
     names = [p.name for p in rules.POLICIES]
-    assert len(names) == len(set(names)) == 8
+    assert len(names) == len(set(names)) == 9
 
 
 def test_reference_build_is_compliant(reference_resources: Resources) -> None:
@@ -39,6 +39,7 @@ def test_reference_build_is_compliant(reference_resources: Resources) -> None:
         assert rules.check_service_nic(r.type, r.inputs) == []
         assert rules.check_sdn_ids(r.type, r.inputs) == []
         assert rules.check_sdn_acl_propagates(r.type, r.inputs) == []
+        assert rules.check_cloud_init_no_upgrade(r.type, r.inputs) == []
     stack = [(r.type, r.name, r.inputs) for r in reference_resources]
     assert rules.check_vm_firewall_enabled(stack) == []
     assert rules.check_sdn_layout(stack) == []
@@ -192,3 +193,12 @@ def test_reference_build_in_sdn_mode_is_compliant(reference_spec: LabSpec) -> No
         assert rules.check_sdn_ids(r.type, r.inputs) == []
         assert rules.check_sdn_acl_propagates(r.type, r.inputs) == []
     assert rules.check_sdn_layout([(r.type, r.name, r.inputs) for r in resources]) == []
+
+
+def test_cloud_init_upgrade_violates(reference_resources: Resources) -> None:
+    vm = _vm(reference_resources, "rag-01")
+    assert rules.check_cloud_init_no_upgrade(rules.VM, vm) == []
+    vm["initialization"].pop("upgrade")  # type: ignore[attr-defined]
+    assert rules.check_cloud_init_no_upgrade(rules.VM, vm) == [
+        "cloud-init upgrade is not off; set initialization.upgrade: false (ciupgrade 0)"
+    ]

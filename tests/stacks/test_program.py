@@ -277,3 +277,21 @@ def test_bridge_grant_propagates_to_the_vlans(reference_resources: Resources) ->
     acl = _network_acl(reference_resources)
     assert acl.inputs["path"] == "/sdn/zones/localnetwork/vmbr1"
     assert acl.inputs["propagate"] is True
+
+
+def test_cloud_init_never_upgrades_packages(reference_resources: Resources) -> None:
+    """F12: PVE defaults ciupgrade to 1; every VM sets it off."""
+    vms = checks.vms(reference_resources)
+    assert vms and all(vm.inputs["initialization"]["upgrade"] is False for vm in vms.values())
+
+
+def test_vm_timeouts_are_the_providers_arguments(reference_resources: Resources) -> None:
+    """F15: bpg's VM resource ignores Pulumi CustomTimeouts; the timeout_* arguments count."""
+    for vm in checks.vms(reference_resources).values():
+        assert vm.custom_timeouts == ("", "", "")
+        assert vm.inputs["timeoutClone"] == 1800.0
+        assert vm.inputs["timeoutCreate"] == 1800.0
+        assert vm.inputs["timeoutShutdownVm"] == 900.0
+        assert {"timeoutStartVm", "timeoutStopVm", "timeoutReboot", "timeoutMigrate"} <= set(
+            vm.inputs
+        )
