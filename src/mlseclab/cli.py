@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_options(p).add_argument(
         "file", nargs="?", type=Path, help="lab spec, the same as -f FILE"
     )
+    _target_option(p)
 
     p = sub.add_parser("plan", help="show what up would create")
     _spec_options(p)

@@ -72,6 +72,7 @@ EXPECTED_MISTAKES = {
     "proxmox-template-typo",
     "proxmox-sdn-zone-with-hyphen",
     "proxmox-sdn-zone-too-long",
+    "container-on-proxmox",
     "waiver-expires-not-a-date",
     "waiver-unknown-control",
 }
