@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlseclab import alphabets as ab
 from mlseclab import checkout
 from mlseclab.errors import TargetError
 from mlseclab.spec import LabSpec
@@ -61,8 +62,20 @@ class Preflight:
 
     @property
     def endpoint(self) -> str:
+        """The API endpoint: ``PROXMOX_VE_ENDPOINT``, else ``lab.proxmox.endpoint``; https only.
+
+        The spec's validator refuses anything but https; the environment gets the same
+        check here, since an http:// endpoint sends the API token in cleartext.
+        """
         env = os.environ.get(ENDPOINT_ENV)
         if env:
+            found = ab.ENDPOINT.fullmatch(env)
+            if not found or ".." in found["host"]:
+                raise TargetError(
+                    f"{ENDPOINT_ENV}={ab.shown(env)} is not an https API endpoint (an http:// "
+                    "one would send the API token in cleartext); set it to "
+                    "https://HOST:8006/, or unset it to use lab.proxmox.endpoint"
+                )
             return env
         if self.spec.lab.proxmox is None:
             raise TargetError(
@@ -109,7 +122,7 @@ class Preflight:
         token = os.environ.get(TOKEN_ENV)
         base = self.endpoint.rstrip("/") + "/api2/json"
         try:
-            self._api(base + "/version", token)
+            version = self._api(base + "/version", token)
         except urllib.error.HTTPError as exc:
             if exc.code == 401:
                 raise TargetError(
@@ -122,11 +135,22 @@ class Preflight:
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise TargetError(
+                    f"{self.endpoint} presents a certificate this machine does not trust "
+                    f"({reason.verify_message or reason.reason}); Proxmox's own is "
+                    "self-signed: point SSL_CERT_FILE at a copy of the cluster's "
+                    "/etc/pve/pve-root-ca.pem, or set lab.proxmox.insecure: true in "
+                    f"{self.spec_path}"
+                ) from None
             raise TargetError(
                 f"{self.endpoint} does not answer ({reason}); check "
                 f"lab.proxmox.endpoint or {ENDPOINT_ENV}, and the network "
                 "path to port 8006"
             ) from None
+        problem = version_problem(version.get("data") or {})
+        if problem:
+            raise TargetError(f"{self.endpoint}: {problem}")
         if token is None:
             return  # the token is in secret config: the engine reports missing privileges
         try:
@@ -166,6 +190,9 @@ class Preflight:
             ("/", "Sys.Modify", "set the cluster firewall options and security groups"),
             ("/", "Permissions.Modify", "grant the lab token and operator groups their ACLs"),
             ("/access", "User.Modify", "create the lab user, token and operator groups"),
+            ("/access", "Sys.Modify", "create the lab's roles"),
+            ("/access/realm/pve", "Realm.AllocateUser", "create the lab user in realm pve"),
+            ("/access/groups", "Group.Allocate", "create the operator groups"),
             (f"/pool/{pool}", "Pool.Allocate", "create the lab pool and put VMs in it"),
         ]
         if px.network_mode == "sdn":
@@ -188,6 +215,14 @@ class Preflight:
         ]
         if px.template.vm_id is not None:
             out.append((f"/vms/{px.template.vm_id}", "VM.Clone", "clone the template"))
+        if clones_migrate(self.spec, stacks_module("compute").placement(self.spec)):
+            out.append(
+                (
+                    f"/pool/{pool}",
+                    "VM.Migrate",
+                    "move clones from the template's node to their own (storage not shared)",
+                )
+            )
         for n in self.spec.nodes.values():
             if n.gpu is not None:
                 out.append(
@@ -201,6 +236,43 @@ class Preflight:
 
 
 # -- pure helpers, tested without the CLI ----------------------------------------------
+#: virtiofs and directory mappings (every dataset mount) need Proxmox VE 8.4 (bpg#1892).
+MIN_PVE = (8, 4)
+
+
+def version_problem(data: Mapping[str, Any]) -> str | None:
+    """Why the cluster's ``/version`` answer is too old for the stack (None: new enough)."""
+    text = str(data.get("version") or data.get("release") or "")
+    found = re.match(r"(\d+)\.(\d+)", text)
+    need = ".".join(map(str, MIN_PVE))
+    if not found:
+        return (
+            f"cannot tell the Proxmox VE version from /version ({text or 'no version'}); "
+            f"mlseclab needs {need} or newer"
+        )
+    if (int(found[1]), int(found[2])) < MIN_PVE:
+        return (
+            f"runs Proxmox VE {text}; mlseclab needs {need} or newer (virtiofs and directory "
+            "mappings for the datasets); upgrade the cluster"
+        )
+    return None
+
+
+def clones_migrate(spec: LabSpec, hosts: Mapping[str, str]) -> bool:
+    """Whether some clone must move off the template's node (bpg clones on the template's
+    node, then migrates when the storage is not shared): VM.Migrate is then needed.
+
+    With ``template.vm_id`` the template is on the first of ``lab.proxmox.nodes``; with a
+    tag its node is known only at run time, so any placement over two nodes or more counts.
+    """
+    px = spec.lab.proxmox
+    if px is None:
+        return False
+    if px.template.vm_id is not None:
+        return any(h != px.nodes[0] for h in hosts.values())
+    return len(set(hosts.values())) > 1
+
+
 def missing_privileges(
     granted: Mapping[str, Mapping[str, Any]], required: list[tuple[str, str, str]]
 ) -> list[tuple[str, str, str]]:
