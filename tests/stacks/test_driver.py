@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 import stat
 import urllib.error
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 from stack_variants import REFERENCE
 
-from mlseclab.errors import TargetError
-from mlseclab.spec import LabSpec
+from mlseclab.cli import main
+from mlseclab.errors import ERROR, OK, TargetError
+from mlseclab.spec import LabSpec, load_spec
 from mlseclab.targets.proxmox import preflight
 from mlseclab.targets.proxmox.engine import PulumiEngine, ignored_changes
 from mlseclab.targets.proxmox.offline import plan_offline
@@ -272,3 +274,41 @@ def test_vm_migrate_is_required_when_clones_leave_the_template_node(
     assert migrate(
         _with_nodes(reference_spec, ["pve-01", "pve-02", "pve-03"], vm_id=None, tag="tpl")
     )
+
+
+# -- plan: never silently offline (review F21) ------------------------------------------------
+def test_plan_with_an_unusable_cluster_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MLSECLAB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(preflight.shutil, "which", lambda _name: None)
+    assert main(["plan", "-f", str(REFERENCE), "--target", "proxmox", "--json"]) == ERROR
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == (
+        "error: the pulumi CLI is not on PATH; install it (https://www.pulumi.com/docs/install/) "
+        "or use `mlseclab plan --target proxmox --offline` for the offline plan"
+    )
+    # any other preflight failure (token, endpoint, privileges) names --offline too
+    monkeypatch.setattr(preflight.shutil, "which", lambda _name: "/usr/bin/pulumi")
+    monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "home"))
+    assert main(["plan", "-f", str(REFERENCE), "--target", "proxmox"]) == ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the proxmoxve resource plugin is not in")
+    assert err.endswith("(plan without a cluster: mlseclab plan --target proxmox --offline)")
+
+
+def test_offline_plan_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MLSECLAB_STATE_DIR", str(tmp_path / "state"))
+
+    def no_preflight(self: PulumiEngine) -> None:
+        raise AssertionError("--offline must not run preflight or contact a cluster")
+
+    monkeypatch.setattr(PulumiEngine, "preflight", no_preflight)
+    argv = ["plan", "-f", str(REFERENCE), "--target", "proxmox", "--offline", "--json"]
+    assert main(argv) == OK
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["offline"] is True and plan["note"].startswith("offline (--offline)")
+    assert len(plan["resources"]) == len(plan_offline(load_spec(REFERENCE), REFERENCE))

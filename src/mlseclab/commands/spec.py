@@ -49,7 +49,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     ctx = load_context(args)
-    plan = target_of(ctx).plan()
+    plan = target_of(ctx).plan(offline=args.offline)
     if args.json:
         ui.out.print_json(
             json.dumps(

@@ -101,7 +101,7 @@ class Preflight:
             raise TargetError(
                 "the pulumi CLI is not on PATH; install it "
                 "(https://www.pulumi.com/docs/install/) or use "
-                "`mlseclab plan --target proxmox` for the offline plan"
+                "`mlseclab plan --target proxmox --offline` for the offline plan"
             )
         if not plugin_installed():
             raise TargetError(
