@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import ssl
 import stat
+import tomllib
 import urllib.error
 from pathlib import Path
 
+import pulumi
 import pytest
 from stack_variants import REFERENCE
 
@@ -23,6 +26,7 @@ from mlseclab.targets.proxmox.preflight import (
     missing_privileges,
     version_problem,
 )
+from mlseclab.targets.proxmox.program import PULUMI_MIN
 
 
 @pytest.fixture
@@ -312,3 +316,25 @@ def test_offline_plan_only_when_asked(
     plan = json.loads(capsys.readouterr().out)
     assert plan["offline"] is True and plan["note"].startswith("offline (--offline)")
     assert len(plan["resources"]) == len(plan_offline(load_spec(REFERENCE), REFERENCE))
+
+
+# -- version floors (review F20) ----------------------------------------------------------------
+def test_pulumi_floor_is_the_first_sdk_with_replace_with() -> None:
+    root = Path(__file__).resolve().parents[2]
+    extra = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]["proxmox"]
+    floor = next(d for d in extra if d.startswith("pulumi>="))
+    assert floor == f"pulumi>={'.'.join(map(str, PULUMI_MIN))},<4"
+    assert PULUMI_MIN >= (3, 207)  # replace_with is absent from the 3.204-3.206 wheels
+    assert "replace_with" in inspect.signature(pulumi.ResourceOptions).parameters
+    doc = (root / "docs" / "proxmox.md").read_text()
+    assert "**The pulumi CLI** (3.207 or newer" in doc and "3.150" not in doc
+
+
+def test_preflight_refuses_an_sdk_without_replace_with(
+    engine: PulumiEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(preflight.importlib.metadata, "version", lambda _name: "3.204.0")
+    with pytest.raises(TargetError, match=r"SDK is 3\.204\.0; the program needs 3\.207 or newer"):
+        engine.preflight()

@@ -9,6 +9,7 @@ neither ever echoes the token (:func:`redact`).
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from mlseclab.targets.proxmox.program import (
     ENDPOINT_ENV,
     PLUGIN,
     PLUGIN_VERSION,
+    PULUMI_MIN,
     TOKEN_CONFIG,
     TOKEN_ENV,
     stacks_module,
@@ -97,6 +99,13 @@ class Preflight:
                 "the Pulumi Python SDK is missing; install the Proxmox extra: "
                 "pip install 'mlseclab[proxmox]'"
             ) from None
+        sdk = importlib.metadata.version("pulumi")
+        if sdk_too_old(sdk):
+            raise TargetError(
+                f"the Pulumi Python SDK is {sdk}; the program needs "
+                f"{'.'.join(map(str, PULUMI_MIN))} or newer (ResourceOptions replace_with); "
+                "run: pip install -U 'mlseclab[proxmox]'"
+            )
         if shutil.which("pulumi") is None:
             raise TargetError(
                 "the pulumi CLI is not on PATH; install it "
@@ -238,6 +247,12 @@ class Preflight:
 # -- pure helpers, tested without the CLI ----------------------------------------------
 #: virtiofs and directory mappings (every dataset mount) need Proxmox VE 8.4 (bpg#1892).
 MIN_PVE = (8, 4)
+
+
+def sdk_too_old(version: str) -> bool:
+    """Whether a Pulumi SDK version string is older than :data:`PULUMI_MIN`."""
+    found = re.match(r"(\d+)\.(\d+)", version)
+    return found is None or (int(found[1]), int(found[2])) < PULUMI_MIN
 
 
 def version_problem(data: Mapping[str, Any]) -> str | None:
