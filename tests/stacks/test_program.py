@@ -15,7 +15,7 @@ import stack_checks as checks
 from stacks.ignored import IGNORED_CHANGES
 from stacks.settings import TEST_SSH_KEY
 
-from mlseclab.spec import LabSpec
+from mlseclab.spec import LabSpec, NodeKind
 from mlseclab.targets.proxmox.offline import CapturedResource, capture
 from stacks import firewall, provider
 
@@ -295,3 +295,12 @@ def test_vm_timeouts_are_the_providers_arguments(reference_resources: Resources)
         assert {"timeoutStartVm", "timeoutStopVm", "timeoutReboot", "timeoutMigrate"} <= set(
             vm.inputs
         )
+
+
+def test_program_refuses_a_container(reference_spec: LabSpec) -> None:
+    """F17: a spec that reached the program another way (plain `pulumi up`, a test) with a
+    container is refused, not silently built as a VM."""
+    node = reference_spec.nodes["rag-01"].model_copy(update={"kind": NodeKind.CONTAINER})
+    spec = reference_spec.model_copy(update={"nodes": {**reference_spec.nodes, "rag-01": node}})
+    with pytest.raises(ValueError, match=r"nodes\.rag-01\.kind: rag-01 is a container"):
+        capture(spec)

@@ -31,7 +31,7 @@ from mlseclab.yamlsource import Path
 def check_rules(spec: LabSpec, target: str | None = None) -> Iterator[tuple[Path, str]]:
     """Yield (path, message) for every whole-lab rule the spec breaks on ``target``
     (default: ``lab.target``; the CLI passes ``--target`` or the recorded one)."""
-    yield from _check_target(spec, target or spec.lab.target)
+    yield from target_problems(spec, target or spec.lab.target)
     yield from _check_networks(spec)
     yield from _check_nodes(spec)
     yield from _check_flows(spec)
@@ -46,7 +46,7 @@ def check_rules(spec: LabSpec, target: str | None = None) -> Iterator[tuple[Path
         )
 
 
-def _check_target(spec: LabSpec, target: str) -> Iterator[tuple[Path, str]]:
+def target_problems(spec: LabSpec, target: str) -> Iterator[tuple[Path, str]]:
     """What the chosen target cannot build: containers exist on the local target only."""
     if target != "proxmox":
         return
