@@ -24,6 +24,15 @@ from pulumi_policy import (
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 DIR_MAPPING = "proxmoxve:hardware/mapping/dir:Dir"
 FIREWALL_OPTIONS = "proxmoxve:firewall/optionsLegacy:OptionsLegacy"
+SDN_VLAN_ZONE = "proxmoxve:sdn/zone/vlan:Vlan"
+SDN_VNET = "proxmoxve:sdn/vnet:Vnet"
+ACL = "proxmoxve:index/aclLegacy:AclLegacy"
+
+#: Proxmox's SDN zone and vnet id format (pve-sdn-zone-id, pve-sdn-vnet-id), at most 8.
+SDN_ID = re.compile(r"[a-zA-Z][a-zA-Z0-9]*[a-zA-Z0-9]")
+SDN_ID_MAX = 8
+#: A vnet id is its zone id plus the VLAN id in this many digits (stacks/network.py).
+VLAN_DIGITS = 4
 
 Props = Mapping[str, Any]
 _MARKER = re.compile(r"^mlseclab: (.*)$", re.M)
@@ -119,6 +128,50 @@ def check_service_nic(resource_type: str, props: Props) -> list[str]:
     return out
 
 
+def check_cloud_init_no_upgrade(resource_type: str, props: Props) -> list[str]:
+    """No package upgrade on first boot: the lab has no egress, so cloud-init's apt step
+    fails or races Ansible (Proxmox's ciupgrade defaults to 1 when it is not set)."""
+    if resource_type != VM:
+        return []
+    init = props.get("initialization") or {}
+    if init.get("upgrade") is not False:
+        return ["cloud-init upgrade is not off; set initialization.upgrade: false (ciupgrade 0)"]
+    return []
+
+
+def check_sdn_ids(resource_type: str, props: Props) -> list[str]:
+    """SDN zone and vnet ids in Proxmox's format: a letter, letters and digits, at most 8."""
+    if resource_type not in (SDN_VLAN_ZONE, SDN_VNET):
+        return []
+    what = "zone" if resource_type == SDN_VLAN_ZONE else "vnet"
+    rid = props.get("resourceId")
+    if not isinstance(rid, str):
+        return []  # not known yet (preview)
+    if len(rid) > SDN_ID_MAX or not SDN_ID.fullmatch(rid):
+        return [
+            f"SDN {what} id {rid!r} is not a Proxmox SDN id: a letter, then letters and "
+            f"digits, at most {SDN_ID_MAX} characters"
+        ]
+    return []
+
+
+def check_sdn_acl_propagates(resource_type: str, props: Props) -> list[str]:
+    """SDN.Use grants on a bridge or zone propagate: Proxmox checks the vnet or VLAN below."""
+    if resource_type != ACL:
+        return []
+    path = props.get("path")
+    if (
+        isinstance(path, str)
+        and path.startswith("/sdn/zones/")
+        and props.get("propagate") is not True
+    ):
+        return [
+            f"ACL on {path} does not propagate; Proxmox checks SDN.Use on the vnet or VLAN "
+            "below it, so set propagate: true"
+        ]
+    return []
+
+
 # -- stack rules ----------------------------------------------------------------------
 def check_vm_firewall_enabled(resources: Iterable[tuple[str, str, Props]]) -> list[tuple[str, str]]:
     """Every VM has firewall options: enabled, input and output policy DROP.
@@ -147,6 +200,52 @@ def check_vm_firewall_enabled(resources: Iterable[tuple[str, str, Props]]) -> li
     return out
 
 
+def check_sdn_layout(resources: Iterable[tuple[str, str, Props]]) -> list[tuple[str, str]]:
+    """Vnet ids are unique and are their zone's id plus a 4-digit VLAN id (so two labs'
+    vnets cannot collide unless their zones do, which Proxmox refuses); ACLs on an SDN zone
+    name a zone of this stack.
+
+    ``resources`` are (type, name, inputs); returns (resource name, message).
+    """
+    items = list(resources)
+    zones = {p["resourceId"] for t, _n, p in items if t == SDN_VLAN_ZONE and "resourceId" in p}
+    out: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for typ, name, props in items:
+        if typ != SDN_VNET or not isinstance(props.get("resourceId"), str):
+            continue
+        rid, zone = props["resourceId"], props.get("zone")
+        if rid in seen:
+            out.append((name, f"vnet id {rid} is also used by {seen[rid]}"))
+        seen.setdefault(rid, name)
+        if isinstance(zone, str):
+            tag = props.get("tag")
+            expected = f"{zone}{int(tag):0{VLAN_DIGITS}d}" if tag is not None else None
+            if rid != expected:
+                out.append(
+                    (
+                        name,
+                        f"vnet id {rid} is not its zone id {zone} plus the VLAN id in "
+                        f"{VLAN_DIGITS} digits ({expected}); it could collide with another "
+                        "lab's vnet",
+                    )
+                )
+    for typ, name, props in items:
+        path = props.get("path") if typ == ACL else None
+        if not isinstance(path, str) or not path.startswith("/sdn/zones/"):
+            continue
+        zone = path.split("/")[3]
+        if zone != "localnetwork" and zone not in zones:
+            out.append(
+                (
+                    name,
+                    f"ACL on {path} names SDN zone {zone}, but the stack creates "
+                    f"{', '.join(sorted(zones)) or 'no zone'}",
+                )
+            )
+    return out
+
+
 # -- the policies -----------------------------------------------------------------------
 def _resource_policy(
     name: str, description: str, check: Any, with_protect: bool = False
@@ -163,12 +262,13 @@ def _resource_policy(
     return ResourceValidationPolicy(name=name, description=description, validate=validate)
 
 
-def _stack_firewall(args: StackValidationArgs, report: ReportViolation) -> None:
-    by_name = {r.name: r for r in args.resources}
-    for name, message in check_vm_firewall_enabled(
-        (r.resource_type, r.name, r.props) for r in args.resources
-    ):
-        report(message, by_name[name].urn if name in by_name else None)
+def _stack_policy(check: Any) -> Any:
+    def validate(args: StackValidationArgs, report: ReportViolation) -> None:
+        by_name = {r.name: r for r in args.resources}
+        for name, message in check((r.resource_type, r.name, r.props) for r in args.resources):
+            report(message, by_name[name].urn if name in by_name else None)
+
+    return validate
 
 
 POLICIES = [
@@ -193,9 +293,29 @@ POLICIES = [
         "No service VM on the mgmt segment only; nothing on the host mgmt bridge.",
         check_service_nic,
     ),
+    _resource_policy(
+        "vm-cloud-init-no-upgrade",
+        "No cloud-init package upgrade on first boot (the lab has no egress).",
+        check_cloud_init_no_upgrade,
+    ),
+    _resource_policy(
+        "sdn-ids-proxmox-format",
+        "SDN zone and vnet ids match Proxmox's format, at most 8 characters.",
+        check_sdn_ids,
+    ),
+    _resource_policy(
+        "sdn-grants-propagate",
+        "SDN.Use grants on a bridge or zone propagate to the vnets and VLANs below.",
+        check_sdn_acl_propagates,
+    ),
     StackValidationPolicy(
         name="vm-firewall-default-drop",
         description="Every VM's firewall is on with input and output DROP.",
-        validate=_stack_firewall,
+        validate=_stack_policy(check_vm_firewall_enabled),
+    ),
+    StackValidationPolicy(
+        name="sdn-ids-derived-from-zone",
+        description="Vnet ids are unique, derived from the zone id; SDN ACLs name the lab's zone.",
+        validate=_stack_policy(check_sdn_layout),
     ),
 ]

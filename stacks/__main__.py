@@ -25,5 +25,5 @@ config = pulumi.Config("mlseclab")
 spec_path = Path(config.get("spec") or "inventories/reference/lab.yaml")
 if not spec_path.is_absolute():
     spec_path = ROOT / spec_path
-spec = load_spec(spec_path)
+spec = load_spec(spec_path, "proxmox")  # this program is the proxmox target: its rules apply
 build(spec, settings_from_config(config, spec, ROOT)).export()

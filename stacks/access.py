@@ -15,7 +15,7 @@ import pulumi
 
 from mlseclab.spec import LabSpec, Role
 from stacks import provider
-from stacks.network import proxmox_settings
+from stacks.network import proxmox_settings, sdn_acl_path
 from stacks.settings import StackSettings
 
 #: (privilege, why) per role suffix. Paths are chosen in LabAccess.
@@ -42,7 +42,11 @@ LAB_STORAGE: tuple[tuple[str, str], ...] = (
     ("Datastore.Audit", "read the datastore's content and free space"),
 )
 LAB_NETWORK: tuple[tuple[str, str], ...] = (
-    ("SDN.Use", "attach NICs to the lab bridge or the lab's SDN zone (only that one)"),
+    (
+        "SDN.Use",
+        "attach NICs to the lab's VLANs on the lab bridge, or to the vnets of the lab's SDN "
+        "zone (granted there, propagated)",
+    ),
 )
 LAB_MAPPINGS: tuple[tuple[str, str], ...] = (
     ("Mapping.Use", "pass the lab's GPU mappings and dataset directories to its VMs"),
@@ -119,11 +123,6 @@ class LabAccess(pulumi.ComponentResource):
         )
         self.token_id = pulumi.Output.from_input(f"{user_id}!automation")
         self.token_value = token.value  # type: ignore[attr-defined]
-        zone_path = (
-            f"/sdn/zones/{px.sdn_zone}"
-            if px.network_mode == "sdn"
-            else f"/sdn/zones/localnetwork/{px.lab_bridge}"
-        )
         grants: list[tuple[str, pulumi.Input[str], str]] = [
             ("pool", f"/pool/{args.pool_id}", "vms"),
             (
@@ -132,7 +131,7 @@ class LabAccess(pulumi.ComponentResource):
                 "template",
             ),
             ("storage", f"/storage/{px.datastore}", "storage"),
-            ("network", zone_path, "network"),
+            ("network", sdn_acl_path(spec), "network"),
             *(
                 (f"mapping-{kind}-{m}", f"/mapping/{kind}/{m}", "mappings")
                 for kind, m in args.mappings
@@ -144,7 +143,9 @@ class LabAccess(pulumi.ComponentResource):
                 path=path,
                 role_id=roles[role_key].id,
                 token_id=self.token_id,
-                propagate=key == "pool",
+                # Proxmox checks SDN.Use on the vnet (or VLAN) below the zone (or bridge)
+                # path: only a propagated grant reaches it (pve-guest-common GuestHelpers).
+                propagate=key in ("pool", "network"),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[token]),
             )
 

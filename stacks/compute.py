@@ -35,6 +35,17 @@ DATA_DISKS: tuple[tuple[str, str, int], ...] = (
     ("/tmp", "mlsl-tmp", 2),  # noqa: S108 - a mount point in the guest, not a temp file here
 )
 AUTO_VM_ID_BASE = 100_000
+#: The provider's own timeouts, in seconds. bpg's VM resource declares no Pulumi/Terraform
+#: ``Timeouts``, so ``CustomTimeouts`` on it are ignored; these arguments are what it reads.
+VM_TIMEOUTS: dict[str, int] = {
+    "timeout_clone": 1800,  # full clones of a large template, with parallel clones queued
+    "timeout_create": 1800,
+    "timeout_migrate": 1800,  # a clone moved to its node when storage is not shared
+    "timeout_start_vm": 600,
+    "timeout_reboot": 900,  # hardware changes during up reboot the VM
+    "timeout_shutdown_vm": 900,  # down: 15 minutes to shut down, then stop
+    "timeout_stop_vm": 300,
+}
 
 
 # -- pure derivations -----------------------------------------------------------------
@@ -259,6 +270,9 @@ def vm_props(args: LabVmArgs) -> dict[str, Any]:
         "network_devices": nics,
         "initialization": {
             "datastore_id": px.datastore,
+            # ciupgrade 0: the lab has no egress, so a first-boot apt upgrade only fails or
+            # races Ansible's apt tasks; packages come from the template and the roles.
+            "upgrade": False,
             "ip_configs": ip_configs(topo, node),
             "user_account": {"username": "mlseclab", "keys": [args.settings.ssh_public_key]},
             "dns": {
@@ -272,6 +286,7 @@ def vm_props(args: LabVmArgs) -> dict[str, Any]:
         "started": True,
         "stop_on_destroy": not args.settings.template_agent,
         "protection": False,
+        **VM_TIMEOUTS,
     }
     if n.gpu is not None:
         props["hostpcis"] = [
@@ -308,7 +323,6 @@ class LabVm(pulumi.ComponentResource):
                 parent=self,
                 depends_on=list(args.depends_on),
                 ignore_changes=ignored_properties("VmLegacy"),
-                custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m", delete="15m"),
             ),
         )
         self.register_outputs({"vmId": args.vm_id})

@@ -14,7 +14,7 @@ from typing import Any
 
 import pulumi
 
-from mlseclab.spec import LabSpec
+from mlseclab.spec import LabSpec, target_problems
 from mlseclab.topology import derive
 from stacks import provider
 from stacks.access import LabAccess, LabAccessArgs
@@ -52,6 +52,9 @@ class Lab(pulumi.ComponentResource):
     ) -> None:
         super().__init__("mlseclab:lab:Lab", name, None, opts)
         spec, settings = args.spec, args.settings
+        problems = [f"{'.'.join(map(str, p))}: {m}" for p, m in target_problems(spec, "proxmox")]
+        if problems:  # containers: the spec reached the program without the CLI's checks
+            raise ValueError(problems[0])
         px = proxmox_settings(spec)
         topo = derive(spec)
         lab = spec.lab.name

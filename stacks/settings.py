@@ -72,6 +72,12 @@ def settings_from_config(config: pulumi.Config, spec: LabSpec, root: Path) -> St
             ) from None
     if not key.startswith(("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-")):
         raise ValueError("mlseclab:sshPublicKey is not an OpenSSH public key")
+    endpoint = config.get("endpoint")
+    if endpoint and not endpoint.startswith("https://"):
+        raise ValueError(
+            "mlseclab:endpoint is not https://: the API token would cross the network in "
+            "cleartext; use https://HOST:8006/"
+        )
     return StackSettings(
         ssh_public_key=key,
         operator_sources=tuple(config.get_object("operatorSources") or ()),
@@ -82,5 +88,5 @@ def settings_from_config(config: pulumi.Config, spec: LabSpec, root: Path) -> St
         template_agent=bool(config.get_bool("templateAgent")),
         manage_access=config.get_bool("manageAccess") is not False,
         api_token=config.get_secret("proxmoxToken"),
-        endpoint=config.get("endpoint"),
+        endpoint=endpoint,
     )

@@ -46,7 +46,9 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?")
 PVE_NODE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # pve-node
 PVE_STORAGE = re.compile(r"[a-z][a-z0-9._-]{0,62}[a-z0-9]")  # pve-storage-id
 PVE_BRIDGE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,14}")  # a Linux interface name, no '.'
-PVE_SDN_ZONE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,6}[A-Za-z0-9]")  # pve-sdn-zone-id, <= 8
+#: pve-sdn-zone-id is [a-zA-Z][a-zA-Z0-9]*[a-zA-Z0-9], at most 8. mlseclab allows 4: its vnet
+#: ids (at most 8, cluster-global) are the zone id plus the 4-digit VLAN id.
+PVE_SDN_ZONE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,2}[A-Za-z0-9]")
 PVE_POOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # pve-poolid, no '/'
 PVE_TAG = re.compile(r"[a-z0-9_][a-z0-9_+.-]{0,63}")  # pve-tag, lowercase
 PVE_MAPPING = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")  # a resource mapping id

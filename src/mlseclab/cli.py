@@ -70,11 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_options(p).add_argument(
         "file", nargs="?", type=Path, help="lab spec, the same as -f FILE"
     )
+    _target_option(p)
 
     p = sub.add_parser("plan", help="show what up would create")
     _spec_options(p)
     _target_option(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="proxmox: the plan from the program under mocks, without contacting the cluster "
+        "(without it, a cluster that cannot be reached is an error)",
+    )
 
     p = sub.add_parser("graph", help="draw the topology (SVG and PNG via graphviz)")
     _spec_options(p)

@@ -7,7 +7,8 @@ import copy
 import pytest
 from policy import rules
 
-from mlseclab.targets.proxmox.offline import CapturedResource
+from mlseclab.spec import LabSpec
+from mlseclab.targets.proxmox.offline import CapturedResource, capture
 from stacks import provider
 
 Resources = list[CapturedResource]
@@ -27,7 +28,7 @@ def test_type_tokens_match_the_provider_module() -> None:
 
 def test_policy_names_are_unique() -> None:
     names = [p.name for p in rules.POLICIES]
-    assert len(names) == len(set(names)) == 5
+    assert len(names) == len(set(names)) == 9
 
 
 def test_reference_build_is_compliant(reference_resources: Resources) -> None:
@@ -36,8 +37,12 @@ def test_reference_build_is_compliant(reference_resources: Resources) -> None:
         assert rules.check_gpu_through_mappings(r.type, r.inputs) == []
         assert rules.check_protected_dataset_retained(r.type, r.inputs, r.protect) == []
         assert rules.check_service_nic(r.type, r.inputs) == []
+        assert rules.check_sdn_ids(r.type, r.inputs) == []
+        assert rules.check_sdn_acl_propagates(r.type, r.inputs) == []
+        assert rules.check_cloud_init_no_upgrade(r.type, r.inputs) == []
     stack = [(r.type, r.name, r.inputs) for r in reference_resources]
     assert rules.check_vm_firewall_enabled(stack) == []
+    assert rules.check_sdn_layout(stack) == []
 
 
 def test_nic_without_firewall_violates(reference_resources: Resources) -> None:
@@ -118,3 +123,82 @@ def test_nic_on_host_mgmt_bridge_violates(reference_resources: Resources) -> Non
 
 def test_vm_without_marker_violates() -> None:
     assert rules.check_service_nic(rules.VM, {"networkDevices": [{"bridge": "vmbr1"}]})
+
+
+# -- SDN ids and grants (review F5, F6) -------------------------------------------------------
+def test_sdn_type_tokens_match_the_provider_module() -> None:
+    assert rules.SDN_VLAN_ZONE == provider.SDN_VLAN_ZONE
+    assert rules.SDN_VNET == provider.SDN_VNET
+    assert rules.ACL == provider.ACL
+
+
+@pytest.mark.parametrize("rid", ["mls-ee19", "mlsl_1", "1mlsl", "mlslab0110", "m"])
+def test_sdn_id_outside_proxmox_format_violates(rid: str) -> None:
+    assert rules.check_sdn_ids(rules.SDN_VNET, {"resourceId": rid})
+    assert rules.check_sdn_ids(rules.SDN_VLAN_ZONE, {"resourceId": rid})
+    assert rules.check_sdn_ids(rules.SDN_VNET, {"resourceId": "mab10010"}) == []
+
+
+def test_sdn_acl_without_propagate_violates() -> None:
+    acl = {"path": "/sdn/zones/localnetwork/vmbr1", "propagate": False}
+    assert rules.check_sdn_acl_propagates(rules.ACL, acl) == [
+        "ACL on /sdn/zones/localnetwork/vmbr1 does not propagate; Proxmox checks SDN.Use on "
+        "the vnet or VLAN below it, so set propagate: true"
+    ]
+    assert rules.check_sdn_acl_propagates(rules.ACL, {**acl, "propagate": True}) == []
+    assert (
+        rules.check_sdn_acl_propagates(rules.ACL, {"path": "/vms/6611", "propagate": False}) == []
+    )
+
+
+def _sdn_stack(
+    vnets: list[tuple[str, int]], acl_zone: str = "mab1"
+) -> list[tuple[str, str, dict[str, object]]]:
+    stack: list[tuple[str, str, dict[str, object]]] = [
+        (rules.SDN_VLAN_ZONE, "zone", {"resourceId": "mab1"})
+    ]
+    stack += [
+        (rules.SDN_VNET, f"vnet-{i}", {"resourceId": rid, "zone": "mab1", "tag": float(tag)})
+        for i, (rid, tag) in enumerate(vnets)
+    ]
+    stack.append((rules.ACL, "acl", {"path": f"/sdn/zones/{acl_zone}", "propagate": True}))
+    return stack
+
+
+def test_sdn_layout_rules() -> None:
+    assert rules.check_sdn_layout(_sdn_stack([("mab10010", 10), ("mab10020", 20)])) == []
+    # the old derivation: zone[:4] + vlan, which another lab's zone shares
+    assert rules.check_sdn_layout(_sdn_stack([("mab110", 10)])) == [
+        (
+            "vnet-0",
+            "vnet id mab110 is not its zone id mab1 plus the VLAN id in 4 digits (mab10010); "
+            "it could collide with another lab's vnet",
+        )
+    ]
+    dup = rules.check_sdn_layout(_sdn_stack([("mab10010", 10), ("mab10010", 10)]))
+    assert ("vnet-1", "vnet id mab10010 is also used by vnet-0") in dup
+    assert rules.check_sdn_layout(_sdn_stack([("mab10010", 10)], acl_zone="mlsl")) == [
+        ("acl", "ACL on /sdn/zones/mlsl names SDN zone mlsl, but the stack creates mab1")
+    ]
+
+
+def test_reference_build_in_sdn_mode_is_compliant(reference_spec: LabSpec) -> None:
+    assert reference_spec.lab.proxmox is not None
+    px = reference_spec.lab.proxmox.model_copy(update={"network_mode": "sdn"})
+    spec = reference_spec.model_copy(
+        update={"lab": reference_spec.lab.model_copy(update={"proxmox": px})}
+    )
+    resources = capture(spec)
+    for r in resources:
+        assert rules.check_sdn_ids(r.type, r.inputs) == []
+        assert rules.check_sdn_acl_propagates(r.type, r.inputs) == []
+    assert rules.check_sdn_layout([(r.type, r.name, r.inputs) for r in resources]) == []
+
+
+def test_cloud_init_upgrade_violates(reference_resources: Resources) -> None:
+    vm = _vm(reference_resources, "rag-01")
+    assert rules.check_cloud_init_no_upgrade(rules.VM, vm) == []
+    vm["initialization"].pop("upgrade")  # type: ignore[attr-defined]
+    assert rules.check_cloud_init_no_upgrade(rules.VM, vm) == [
+        "cloud-init upgrade is not off; set initialization.upgrade: false (ciupgrade 0)"
+    ]

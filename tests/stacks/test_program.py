@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 
 import pytest
 import stack_checks as checks
 from stacks.ignored import IGNORED_CHANGES
 from stacks.settings import TEST_SSH_KEY
 
-from mlseclab.spec import LabSpec
+from mlseclab.spec import LabSpec, NodeKind
 from mlseclab.targets.proxmox.offline import CapturedResource, capture
 from stacks import firewall, provider
 
@@ -211,4 +212,95 @@ def test_lab_bridge_equal_to_mgmt_bridge_is_refused(reference_spec: LabSpec) -> 
         update={"lab": reference_spec.lab.model_copy(update={"proxmox": px})}
     )
     with pytest.raises(ValueError, match="management bridge"):
+        capture(spec)
+
+
+# -- review fixes ---------------------------------------------------------------------------
+def _proxmox(spec: LabSpec, *, lab: str | None = None, **changes: object) -> LabSpec:
+    """``spec`` with lab.proxmox fields changed (and the lab renamed)."""
+    assert spec.lab.proxmox is not None
+    px = spec.lab.proxmox.model_copy(update=changes)
+    update: dict[str, object] = {"proxmox": px}
+    if lab is not None:
+        update["name"] = lab
+    return spec.model_copy(update={"lab": spec.lab.model_copy(update=update)})
+
+
+def _ids(resources: Resources, typ: str) -> list[str]:
+    return [r.inputs["resourceId"] for r in checks.of_type(resources, typ)]
+
+
+def _network_acl(resources: Resources) -> CapturedResource:
+    return next(
+        r
+        for r in checks.of_type(resources, provider.ACL)
+        if str(r.inputs["path"]).startswith("/sdn/zones/")
+    )
+
+
+def test_sdn_ids_are_proxmox_ids_and_differ_between_labs(reference_spec: LabSpec) -> None:
+    """F5: zone and vnet ids match [a-zA-Z][a-zA-Z0-9]*[a-zA-Z0-9], <= 8, and two labs on the
+    default zone get different zone and vnet ids (vnet ids are cluster-global)."""
+    one = capture(_proxmox(reference_spec, network_mode="sdn"))
+    two = capture(_proxmox(reference_spec, lab="reference2", network_mode="sdn"))
+    for resources in (one, two):
+        zones, vnets = _ids(resources, provider.SDN_VLAN_ZONE), _ids(resources, provider.SDN_VNET)
+        assert len(zones) == 1 and len(vnets) == len(reference_spec.networks) == len(set(vnets))
+        for rid in [*zones, *vnets]:
+            assert len(rid) <= 8 and re.fullmatch(r"[a-zA-Z][a-zA-Z0-9]*[a-zA-Z0-9]", rid), rid
+    assert set(_ids(one, provider.SDN_VNET)).isdisjoint(_ids(two, provider.SDN_VNET))
+    assert _ids(one, provider.SDN_VLAN_ZONE) != _ids(two, provider.SDN_VLAN_ZONE)
+
+
+def test_sdn_vnet_ids_are_the_zone_and_the_vlan(reference_spec: LabSpec) -> None:
+    """F5: an explicit zone: each vnet is the zone id plus its VLAN in 4 digits."""
+    resources = capture(_proxmox(reference_spec, network_mode="sdn", sdn_zone="lab7"))
+    assert _ids(resources, provider.SDN_VLAN_ZONE) == ["lab7"]
+    vnets = {
+        r.inputs["tag"]: r.inputs["resourceId"]
+        for r in checks.of_type(resources, provider.SDN_VNET)
+    }
+    assert vnets == {float(s.vlan): f"lab7{s.vlan:04d}" for s in reference_spec.networks.values()}
+
+
+def test_sdn_grant_is_on_the_zone_it_creates_and_propagates(reference_spec: LabSpec) -> None:
+    """F5/F6: the token's SDN.Use is on the zone the stack creates, propagated to its vnets."""
+    resources = capture(_proxmox(reference_spec, network_mode="sdn"))
+    (zone,) = _ids(resources, provider.SDN_VLAN_ZONE)
+    acl = _network_acl(resources)
+    assert acl.inputs["path"] == f"/sdn/zones/{zone}"
+    assert acl.inputs["propagate"] is True
+
+
+def test_bridge_grant_propagates_to_the_vlans(reference_resources: Resources) -> None:
+    """F6: Proxmox checks /sdn/zones/localnetwork/vmbr1/<tag> for a tagged NIC."""
+    acl = _network_acl(reference_resources)
+    assert acl.inputs["path"] == "/sdn/zones/localnetwork/vmbr1"
+    assert acl.inputs["propagate"] is True
+
+
+def test_cloud_init_never_upgrades_packages(reference_resources: Resources) -> None:
+    """F12: PVE defaults ciupgrade to 1; every VM sets it off."""
+    vms = checks.vms(reference_resources)
+    assert vms and all(vm.inputs["initialization"]["upgrade"] is False for vm in vms.values())
+
+
+def test_vm_timeouts_are_the_providers_arguments(reference_resources: Resources) -> None:
+    """F15: bpg's VM resource ignores Pulumi CustomTimeouts; the timeout_* arguments count."""
+    for vm in checks.vms(reference_resources).values():
+        assert vm.custom_timeouts == ("", "", "")
+        assert vm.inputs["timeoutClone"] == 1800.0
+        assert vm.inputs["timeoutCreate"] == 1800.0
+        assert vm.inputs["timeoutShutdownVm"] == 900.0
+        assert {"timeoutStartVm", "timeoutStopVm", "timeoutReboot", "timeoutMigrate"} <= set(
+            vm.inputs
+        )
+
+
+def test_program_refuses_a_container(reference_spec: LabSpec) -> None:
+    """F17: a spec that reached the program another way (plain `pulumi up`, a test) with a
+    container is refused, not silently built as a VM."""
+    node = reference_spec.nodes["rag-01"].model_copy(update={"kind": NodeKind.CONTAINER})
+    spec = reference_spec.model_copy(update={"nodes": {**reference_spec.nodes, "rag-01": node}})
+    with pytest.raises(ValueError, match=r"nodes\.rag-01\.kind: rag-01 is a container"):
         capture(spec)

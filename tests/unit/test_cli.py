@@ -151,3 +151,27 @@ def test_the_commands_do_not_import_the_cli() -> None:
 
     code = "import sys, mlseclab.commands; sys.exit('mlseclab.cli' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("command", ["plan", "up", "status", "down"])
+def test_target_proxmox_flag_refuses_containers_before_anything_runs(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review F17: a spec valid on the local target, with --target proxmox, is refused at
+    validation (file, line, place), before any target is opened."""
+    spec = SPECS / "valid" / "minimal.yaml"
+    assert main([command, "-f", str(spec), "--target", "proxmox"]) == ERROR
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"{spec}:11: nodes.rag-01.kind: rag-01 is a container on target proxmox; containers "
+        "are a local-target feature (Proxmox builds every node as a VM), use kind: vm"
+    )
+    assert not (tmp_path / "state" / "mini").exists()  # no state, no lock: nothing touched
+
+
+def test_validate_checks_the_target_given(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = SPECS / "valid" / "minimal.yaml"
+    assert main(["validate", str(spec)]) == OK
+    capsys.readouterr()
+    assert main(["validate", str(spec), "--target", "proxmox"]) == ERROR
+    assert "rag-01 is a container on target proxmox" in capsys.readouterr().err

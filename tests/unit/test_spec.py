@@ -70,6 +70,9 @@ EXPECTED_MISTAKES = {
     "control-character",
     "impossible-date",
     "proxmox-template-typo",
+    "proxmox-sdn-zone-with-hyphen",
+    "proxmox-sdn-zone-too-long",
+    "container-on-proxmox",
     "waiver-expires-not-a-date",
     "waiver-unknown-control",
 }

@@ -68,10 +68,15 @@ def load_context(args: argparse.Namespace) -> Context:
     path = resolve_spec(args)
     spec = load_spec(path)
     home = LabHome.for_lab(spec.lab.name)
+    target = effective_target(home, spec, getattr(args, "target", None))
+    if target != spec.lab.target:
+        # --target (or the recorded target) has rules of its own, e.g. no containers on
+        # Proxmox: checked here, located in the file, before any command touches a machine.
+        spec = load_spec(path, target)
     return Context(
         spec_path=path,
         spec=spec,
         topology=derive(spec),
         home=home,
-        target=effective_target(home, spec, getattr(args, "target", None)),
+        target=target,
     )

@@ -24,7 +24,7 @@ def _n(count: int, word: str) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     path: Path = args.file or resolve_spec(args)
-    spec = load_spec(path)
+    spec = load_spec(path, getattr(args, "target", None))
     posture.check_waivers(spec, path)  # a waiver for a control no check carries waives nothing
     for problem in posture.expired_waivers(spec, path):
         ui.warn(str(problem))
@@ -49,7 +49,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     ctx = load_context(args)
-    plan = target_of(ctx).plan()
+    plan = target_of(ctx).plan(offline=args.offline)
     if args.json:
         ui.out.print_json(
             json.dumps(

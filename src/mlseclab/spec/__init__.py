@@ -6,7 +6,7 @@ file and runs both passes. Everything other modules use is re-exported here.
 """
 
 from mlseclab.spec.load import MAX_SPEC_BYTES, load_spec, parse_spec, validate_data
-from mlseclab.spec.rules import check_rules
+from mlseclab.spec.rules import check_rules, target_problems
 from mlseclab.spec.schema import (
     ALL,
     ANY,
@@ -49,5 +49,6 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "system_path_problem",
+    "target_problems",
     "validate_data",
 ]

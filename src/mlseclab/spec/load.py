@@ -17,8 +17,9 @@ from mlseclab.spec.schema import LabSpec
 from mlseclab.yamlsource import Located, YamlSyntaxError, load_with_lines
 
 
-def parse_spec(text: str, file: str) -> LabSpec:
-    """Parse and validate a spec; raise :class:`SpecError` listing every problem."""
+def parse_spec(text: str, file: str, target: str | None = None) -> LabSpec:
+    """Parse and validate a spec for ``target`` (default: its ``lab.target``); raise
+    :class:`SpecError` listing every problem."""
     if not text.strip() or all(
         not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
     ):
@@ -39,10 +40,10 @@ def parse_spec(text: str, file: str) -> LabSpec:
         located = load_with_lines(text)
     except YamlSyntaxError as exc:
         raise SpecError([SpecProblem(file, exc.line, "", exc.message)]) from None
-    return validate_data(located, file)
+    return validate_data(located, file, target)
 
 
-def validate_data(located: Located, file: str) -> LabSpec:
+def validate_data(located: Located, file: str, target: str | None = None) -> LabSpec:
     problems: list[SpecProblem] = []
     for path, line, first in located.duplicates:
         what = "node name" if len(path) == 2 and path[0] == "nodes" else "key"
@@ -75,7 +76,7 @@ def validate_data(located: Located, file: str) -> LabSpec:
             loc = clean_loc(tuple(err["loc"]))
             problems.append(SpecProblem(file, located.line_of(loc), dotted(loc), describe(err)))
         raise SpecError(sorted(problems, key=lambda p: p.line)) from None
-    for path, message in check_rules(spec):
+    for path, message in check_rules(spec, target):
         problems.append(SpecProblem(file, located.line_of(path), dotted(path), message))
     if problems:
         raise SpecError(sorted(problems, key=lambda p: p.line))
@@ -168,7 +169,8 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "not a file")
 
 
-def load_spec(path: str | FsPath) -> LabSpec:
-    """Read and validate the spec at ``path``; raise :class:`SpecError` on any problem."""
+def load_spec(path: str | FsPath, target: str | None = None) -> LabSpec:
+    """Read and validate the spec at ``path`` for ``target`` (default: its ``lab.target``);
+    raise :class:`SpecError` on any problem."""
     p = FsPath(path)
-    return parse_spec(_read_spec(p), str(p))
+    return parse_spec(_read_spec(p), str(p), target)

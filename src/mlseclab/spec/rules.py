@@ -28,8 +28,10 @@ from mlseclab.spec.schema import (
 from mlseclab.yamlsource import Path
 
 
-def check_rules(spec: LabSpec) -> Iterator[tuple[Path, str]]:
-    """Yield (path, message) for every whole-lab rule the spec breaks."""
+def check_rules(spec: LabSpec, target: str | None = None) -> Iterator[tuple[Path, str]]:
+    """Yield (path, message) for every whole-lab rule the spec breaks on ``target``
+    (default: ``lab.target``; the CLI passes ``--target`` or the recorded one)."""
+    yield from target_problems(spec, target or spec.lab.target)
     yield from _check_networks(spec)
     yield from _check_nodes(spec)
     yield from _check_flows(spec)
@@ -42,6 +44,21 @@ def check_rules(spec: LabSpec) -> Iterator[tuple[Path, str]]:
             ("lab", "target"),
             "target proxmox needs a lab.proxmox section (endpoint, nodes, template)",
         )
+
+
+def target_problems(spec: LabSpec, target: str) -> Iterator[tuple[Path, str]]:
+    """What the chosen target cannot build: containers exist on the local target only."""
+    if target != "proxmox":
+        return
+    for name, node in spec.nodes.items():
+        if node.kind is NodeKind.CONTAINER:
+            yield (
+                ("nodes", name, "kind"),
+                (
+                    f"{name} is a container on target proxmox; containers are a local-target "
+                    "feature (Proxmox builds every node as a VM), use kind: vm"
+                ),
+            )
 
 
 #: The uplink is a point-to-point transit link: exactly two host addresses.

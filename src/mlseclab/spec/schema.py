@@ -132,6 +132,16 @@ PvePool = Annotated[
         ab.PVE_POOL, "a Proxmox pool id", "up to 64 letters, digits, '.', '_' and '-'", "ml-lab"
     ),
 ]
+PveSdnZone = Annotated[
+    str,
+    _checked(
+        ab.PVE_SDN_ZONE,
+        "a Proxmox SDN zone id",
+        "2-4 letters and digits, starting with a letter (each vnet id is the zone id and a "
+        "4-digit VLAN id, and Proxmox allows 8 characters)",
+        "mlsl",
+    ),
+]
 FreeText = Annotated[str, AfterValidator(ab.free_text)]
 FlowName = Annotated[
     str,
@@ -299,7 +309,10 @@ class ProxmoxSettings(Strict):
     mgmt_bridge: str = Field(
         default="vmbr0", description="the host's management bridge: never touched"
     )
-    sdn_zone: str = Field(default="mlsl", description="SDN VLAN zone id when network_mode is sdn")
+    sdn_zone: PveSdnZone | None = Field(
+        default=None,
+        description="SDN VLAN zone id when network_mode is sdn (default: from the lab name)",
+    )
     insecure: bool = Field(default=False, description="accept a self-signed API certificate")
     pool: PvePool | None = Field(
         default=None, description="resource pool (default: mlseclab-<lab>)"
@@ -332,14 +345,6 @@ class ProxmoxSettings(Strict):
             "a bridge name",
             "a letter, then up to 14 letters, digits and '_'",
             "vmbr1",
-        )
-    )
-    _zone = field_validator("sdn_zone")(
-        ab.matcher(
-            ab.PVE_SDN_ZONE,
-            "a Proxmox SDN zone id",
-            "2-8 letters and digits, starting with a letter",
-            "mlsl",
         )
     )
 

@@ -131,7 +131,8 @@ class LocalTarget:
         return found
 
     # -- plan ----------------------------------------------------------------------
-    def plan(self) -> Plan:
+    def plan(self, *, offline: bool = False) -> Plan:
+        """What up would make on this host (always local: ``offline`` changes nothing)."""
         out: list[PlannedAction] = []
 
         def add(exists: bool, kind: str, name: str, details: str = "") -> None:

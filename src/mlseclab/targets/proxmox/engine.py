@@ -51,7 +51,7 @@ class DriftItem:
 
 
 class PulumiEngine:
-    """The lab's stack on a Proxmox VE 8/9 cluster, through the Pulumi program in ``stacks/``."""
+    """The lab's stack on a Proxmox VE 8.4+ cluster, through the Pulumi program in ``stacks/``."""
 
     def __init__(self, spec: LabSpec, spec_path: Path, state_dir: Path) -> None:
         self.spec = spec

@@ -41,6 +41,8 @@ class CapturedResource:
     protect: bool = False
     ignore_changes: tuple[str, ...] = ()
     dependencies: tuple[str, ...] = field(default_factory=tuple)
+    #: Pulumi CustomTimeouts (create, update, delete); empty strings when none were given.
+    custom_timeouts: tuple[str, str, str] = ("", "", "")
 
 
 MOCK_TEMPLATE_VM_ID = 9000
@@ -124,6 +126,11 @@ def capture(
                     protect=bool(request.protect),
                     ignore_changes=tuple(request.ignoreChanges),
                     dependencies=tuple(request.dependencies),
+                    custom_timeouts=(
+                        request.customTimeouts.create,
+                        request.customTimeouts.update,
+                        request.customTimeouts.delete,
+                    ),
                 )
                 order.append(key)
             return response
@@ -173,6 +180,7 @@ def capture(
                 protect=rec.get("protect", False),
                 ignore_changes=rec.get("ignore_changes", ()),
                 dependencies=rec.get("dependencies", ()),
+                custom_timeouts=rec.get("custom_timeouts", ("", "", "")),
             )
         )
     return out

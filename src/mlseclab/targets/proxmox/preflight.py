@@ -9,6 +9,7 @@ neither ever echoes the token (:func:`redact`).
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlseclab import alphabets as ab
 from mlseclab import checkout
 from mlseclab.errors import TargetError
 from mlseclab.spec import LabSpec
@@ -28,6 +30,7 @@ from mlseclab.targets.proxmox.program import (
     ENDPOINT_ENV,
     PLUGIN,
     PLUGIN_VERSION,
+    PULUMI_MIN,
     TOKEN_CONFIG,
     TOKEN_ENV,
     stacks_module,
@@ -61,8 +64,20 @@ class Preflight:
 
     @property
     def endpoint(self) -> str:
+        """The API endpoint: ``PROXMOX_VE_ENDPOINT``, else ``lab.proxmox.endpoint``; https only.
+
+        The spec's validator refuses anything but https; the environment gets the same
+        check here, since an http:// endpoint sends the API token in cleartext.
+        """
         env = os.environ.get(ENDPOINT_ENV)
         if env:
+            found = ab.ENDPOINT.fullmatch(env)
+            if not found or ".." in found["host"]:
+                raise TargetError(
+                    f"{ENDPOINT_ENV}={ab.shown(env)} is not an https API endpoint (an http:// "
+                    "one would send the API token in cleartext); set it to "
+                    "https://HOST:8006/, or unset it to use lab.proxmox.endpoint"
+                )
             return env
         if self.spec.lab.proxmox is None:
             raise TargetError(
@@ -84,11 +99,18 @@ class Preflight:
                 "the Pulumi Python SDK is missing; install the Proxmox extra: "
                 "pip install 'mlseclab[proxmox]'"
             ) from None
+        sdk = importlib.metadata.version("pulumi")
+        if sdk_too_old(sdk):
+            raise TargetError(
+                f"the Pulumi Python SDK is {sdk}; the program needs "
+                f"{'.'.join(map(str, PULUMI_MIN))} or newer (ResourceOptions replace_with); "
+                "run: pip install -U 'mlseclab[proxmox]'"
+            )
         if shutil.which("pulumi") is None:
             raise TargetError(
                 "the pulumi CLI is not on PATH; install it "
                 "(https://www.pulumi.com/docs/install/) or use "
-                "`mlseclab plan --target proxmox` for the offline plan"
+                "`mlseclab plan --target proxmox --offline` for the offline plan"
             )
         if not plugin_installed():
             raise TargetError(
@@ -109,7 +131,7 @@ class Preflight:
         token = os.environ.get(TOKEN_ENV)
         base = self.endpoint.rstrip("/") + "/api2/json"
         try:
-            self._api(base + "/version", token)
+            version = self._api(base + "/version", token)
         except urllib.error.HTTPError as exc:
             if exc.code == 401:
                 raise TargetError(
@@ -122,11 +144,22 @@ class Preflight:
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise TargetError(
+                    f"{self.endpoint} presents a certificate this machine does not trust "
+                    f"({reason.verify_message or reason.reason}); Proxmox's own is "
+                    "self-signed: point SSL_CERT_FILE at a copy of the cluster's "
+                    "/etc/pve/pve-root-ca.pem, or set lab.proxmox.insecure: true in "
+                    f"{self.spec_path}"
+                ) from None
             raise TargetError(
                 f"{self.endpoint} does not answer ({reason}); check "
                 f"lab.proxmox.endpoint or {ENDPOINT_ENV}, and the network "
                 "path to port 8006"
             ) from None
+        problem = version_problem(version.get("data") or {})
+        if problem:
+            raise TargetError(f"{self.endpoint}: {problem}")
         if token is None:
             return  # the token is in secret config: the engine reports missing privileges
         try:
@@ -166,6 +199,9 @@ class Preflight:
             ("/", "Sys.Modify", "set the cluster firewall options and security groups"),
             ("/", "Permissions.Modify", "grant the lab token and operator groups their ACLs"),
             ("/access", "User.Modify", "create the lab user, token and operator groups"),
+            ("/access", "Sys.Modify", "create the lab's roles"),
+            ("/access/realm/pve", "Realm.AllocateUser", "create the lab user in realm pve"),
+            ("/access/groups", "Group.Allocate", "create the operator groups"),
             (f"/pool/{pool}", "Pool.Allocate", "create the lab pool and put VMs in it"),
         ]
         if px.network_mode == "sdn":
@@ -176,16 +212,26 @@ class Preflight:
             ]
         if any(n.mounts for n in self.spec.nodes.values()):
             out.append(("/mapping/dir", "Mapping.Modify", "create the dataset mappings"))
-        table = [*access.LAB_VMS, *access.LAB_STORAGE, *access.LAB_NETWORK]
-        for priv, why in table:
+        for priv, why in [*access.LAB_VMS, *access.LAB_STORAGE]:
             if priv.startswith("VM.") or priv.startswith("Pool."):
                 out.append((f"/pool/{pool}", priv, why))
-            elif priv.startswith("Datastore."):
-                out.append((f"/storage/{px.datastore}", priv, why))
             else:
-                out.append(("/sdn/zones", priv, why))
+                out.append((f"/storage/{px.datastore}", priv, why))
+        # Where Proxmox checks SDN.Use for each NIC: the vnet or the VLAN on the bridge.
+        out += [
+            (path, "SDN.Use", "attach the lab's NICs")
+            for path in stacks_module("network").sdn_use_paths(self.spec)
+        ]
         if px.template.vm_id is not None:
             out.append((f"/vms/{px.template.vm_id}", "VM.Clone", "clone the template"))
+        if clones_migrate(self.spec, stacks_module("compute").placement(self.spec)):
+            out.append(
+                (
+                    f"/pool/{pool}",
+                    "VM.Migrate",
+                    "move clones from the template's node to their own (storage not shared)",
+                )
+            )
         for n in self.spec.nodes.values():
             if n.gpu is not None:
                 out.append(
@@ -199,6 +245,49 @@ class Preflight:
 
 
 # -- pure helpers, tested without the CLI ----------------------------------------------
+#: virtiofs and directory mappings (every dataset mount) need Proxmox VE 8.4 (bpg#1892).
+MIN_PVE = (8, 4)
+
+
+def sdk_too_old(version: str) -> bool:
+    """Whether a Pulumi SDK version string is older than :data:`PULUMI_MIN`."""
+    found = re.match(r"(\d+)\.(\d+)", version)
+    return found is None or (int(found[1]), int(found[2])) < PULUMI_MIN
+
+
+def version_problem(data: Mapping[str, Any]) -> str | None:
+    """Why the cluster's ``/version`` answer is too old for the stack (None: new enough)."""
+    text = str(data.get("version") or data.get("release") or "")
+    found = re.match(r"(\d+)\.(\d+)", text)
+    need = ".".join(map(str, MIN_PVE))
+    if not found:
+        return (
+            f"cannot tell the Proxmox VE version from /version ({text or 'no version'}); "
+            f"mlseclab needs {need} or newer"
+        )
+    if (int(found[1]), int(found[2])) < MIN_PVE:
+        return (
+            f"runs Proxmox VE {text}; mlseclab needs {need} or newer (virtiofs and directory "
+            "mappings for the datasets); upgrade the cluster"
+        )
+    return None
+
+
+def clones_migrate(spec: LabSpec, hosts: Mapping[str, str]) -> bool:
+    """Whether some clone must move off the template's node (bpg clones on the template's
+    node, then migrates when the storage is not shared): VM.Migrate is then needed.
+
+    With ``template.vm_id`` the template is on the first of ``lab.proxmox.nodes``; with a
+    tag its node is known only at run time, so any placement over two nodes or more counts.
+    """
+    px = spec.lab.proxmox
+    if px is None:
+        return False
+    if px.template.vm_id is not None:
+        return any(h != px.nodes[0] for h in hosts.values())
+    return len(set(hosts.values())) > 1
+
+
 def missing_privileges(
     granted: Mapping[str, Mapping[str, Any]], required: list[tuple[str, str, str]]
 ) -> list[tuple[str, str, str]]:

@@ -19,6 +19,9 @@ from mlseclab.errors import TargetError
 PROJECT = "mlseclab"
 PLUGIN = "proxmoxve"
 PLUGIN_VERSION = "8.6.0"
+#: The oldest Pulumi SDK and CLI the program runs on: ResourceOptions(replace_with=) (the SDN
+#: applier) first appears in the 3.207.0 Python SDK; Stack.preview_refresh (drift) is older.
+PULUMI_MIN = (3, 207)
 TOKEN_ENV = "PROXMOX_VE_API_TOKEN"  # noqa: S105 - a variable name
 ENDPOINT_ENV = "PROXMOX_VE_ENDPOINT"
 TOKEN_CONFIG = "mlseclab:proxmoxToken"  # noqa: S105 - a config key

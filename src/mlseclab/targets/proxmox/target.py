@@ -51,18 +51,32 @@ class ProxmoxTarget:
         """The engine for this lab; Pulumi itself is imported only when the engine runs."""
         return PulumiEngine(self.spec, self.spec_path, self.home.root)
 
-    def plan(self) -> Plan:
-        driver = self._driver()
-        try:
-            driver.preflight()
-        except TargetError as exc:
+    def plan(self, *, offline: bool = False) -> Plan:
+        """``pulumi preview`` against the cluster; with ``offline``, the program under mocks.
+
+        A preflight failure is an error, never a silent fallback to the offline plan: CI
+        must be able to tell "cluster unreachable" from "no changes".
+        """
+        if offline:
             resources = [
                 PlannedAction(
                     "create", r.type.split(":")[-1] if ":" in r.type else r.type, r.name, r.summary
                 )
                 for r in plan_offline(self.spec, self.spec_path)
             ]
-            return Plan(resources=resources, offline=True, note=f"offline because: {exc.lines[0]}")
+            return Plan(
+                resources=resources,
+                offline=True,
+                note="offline (--offline): every resource as if none existed; no cluster contacted",
+            )
+        driver = self._driver()
+        try:
+            driver.preflight()
+        except TargetError as exc:
+            line = exc.lines[0]
+            if "--offline" not in line:
+                line += " (plan without a cluster: mlseclab plan --target proxmox --offline)"
+            raise TargetError(line) from None
         result = driver.plan()
         resources = [PlannedAction("change", "step", step) for step in result.steps]
         summary = ", ".join(f"{n} to {op}" for op, n in sorted(result.changes.items()))
