@@ -310,13 +310,17 @@ def dataset_listing(
     root: Path,
     known: dict[Path, str],
     *,
-    file_limit: int = DATASET_FILE_LIMIT,
-    budget: int = DATASET_BYTES_BUDGET,
-    max_files: int = DATASET_FILES_LIMIT,
+    file_limit: int | None = None,
+    budget: int | None = None,
+    max_files: int | None = None,
 ) -> tuple[bytes, dict[str, Any], list[dict[str, str]]]:
     """A sha256sum listing of ``root`` (paths relative to it), what was skipped and why,
     and what was excluded as secret. ``known`` holds digests computed already (model
-    files for their pins): they are used, whatever their size."""
+    files for their pins): they are used, whatever their size. The limits default to
+    :data:`DATASET_FILE_LIMIT`, :data:`DATASET_BYTES_BUDGET`, :data:`DATASET_FILES_LIMIT`."""
+    file_limit = DATASET_FILE_LIMIT if file_limit is None else file_limit
+    budget = DATASET_BYTES_BUDGET if budget is None else budget
+    max_files = DATASET_FILES_LIMIT if max_files is None else max_files
     lines: list[bytes] = []
     skipped: list[dict[str, Any]] = []
     excluded: list[dict[str, str]] = []
@@ -393,10 +397,12 @@ def newest_reports(lab_reports: Path) -> dict[str, Path]:
 
 
 def report_pieces(
-    kind: str, folder: Path, excluded: list[dict[str, str]], *, limit: int = REPORT_FILE_LIMIT
+    kind: str, folder: Path, excluded: list[dict[str, str]], *, limit: int | None = None
 ) -> list[Piece]:
     """The files of one report folder as ``host/reports/<folder>/<file>``; secret-looking
-    names excluded, links and odd names skipped."""
+    names excluded, links and odd names skipped; none above ``limit`` bytes
+    (:data:`REPORT_FILE_LIMIT`)."""
+    limit = REPORT_FILE_LIMIT if limit is None else limit
     pieces: list[Piece] = []
     for rel, path, st, error in _walk(folder):
         where = f"host/reports/{folder.name}/{rel}"
