@@ -374,7 +374,7 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     for name, files in {
         "20261201-100000": {"report.json": b'{"old": true}'},
         "20261202-100000": {"report.json": b'{"new": true}', "api-keys.txt": SECRET},
-        "20261202-100000-verify-2": {"report.json": b'{"newest": true}'},
+        "20261202-100000-verify-2": {"report.json": b'{"newest": true}', "api-keys.txt": SECRET},
         "20261203-100000-drift": {"report.json": b"{}", "report.html": b"<html>"},
         "20261204-100000-attack": {"attack.json": b"{}"},
         "20261205-100000-evidence": {"x.tar.gz": b"not a report"},
@@ -544,6 +544,9 @@ def test_secrets_are_listed_by_name_and_never_copied_or_hashed(
         "datasets/corpora/api.key": "a private key or keystore file name: not read",
         "datasets/corpora/db-password": "a name that says key, password, secret or token: not read",
         "datasets/corpora/secrets/": "a secrets directory: not entered",
+        "host/reports/20261202-100000-verify-2/api-keys.txt": (
+            "a name that says key, password, secret or token: not copied"
+        ),
         "host/reports/20261204-100000-attack/secrets/": "a secrets directory: not entered",
     }
     assert not [m for m in members if "secrets" in m or "api-keys" in m or m.endswith(".key")]
