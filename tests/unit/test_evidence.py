@@ -105,6 +105,8 @@ def test_a_bad_since_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixt
         "server.pem",
         "x/private/anything",
         "etc/shadow",
+        ".env",
+        "app.env",
     ],
 )
 def test_secret_paths_are_named(path: str) -> None:
@@ -113,7 +115,17 @@ def test_secret_paths_are_named(path: str) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["report.json", "attack.html", "docs/monkey.md", "id_ed25519.pub", "keyboard.md", "ca.crt"],
+    [
+        "report.json",
+        "attack.html",
+        "docs/monkey.md",
+        "id_ed25519.pub",
+        "keyboard.md",
+        "ca.crt",
+        "restricted/key-rotation-runbook.md",
+        "password-policy.md",
+        "tokenizer.json",
+    ],
 )
 def test_ordinary_paths_are_not_secret(path: str) -> None:
     assert secret_reason(path) is None
@@ -388,14 +400,14 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     canned = tmp_path / "canned"
     canned.mkdir()
     journal = b"".join(b'{"MESSAGE":"line %d","_HOSTNAME":"n"}\n' % i for i in range(400))
-    outputs = {
+    outputs = {  # the first key found in a command picks its output
+        "command -v last": b"mlseclab pts/0 10.66.255.1\n",
         "date -u": b"2026-12-06T04:00:00Z\nnode\n",
         "journalctl": journal,
         "nft -j": json.dumps(RULESET).encode(),
         "ps -eww": b"USER PID PPID STARTED STAT COMMAND\nroot 1 0 Sun Dec 6 sbin/init\n",
         "ss -tulpn": b'tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:* users:(("sshd",pid=1,fd=3))\n',
         "systemctl list-units": b"0 loaded units listed.\n",
-        "command -v last": b"mlseclab pts/0 10.66.255.1\n",
     }
     for key, body in outputs.items():
         (canned / key.split()[0].replace("-", "")).write_bytes(body)
@@ -475,6 +487,7 @@ def test_collect_writes_a_private_archive_that_verifies(
             assert f"nodes/{node}/{f}" in rel, (node, f)
     assert not [r for r in rel if r.startswith("nodes/obs-01/")]
     assert "nodes/rag-01/failed-units.txt" not in rel  # it failed with no output
+    assert rel["nodes/rag-01/logins.txt"] == b"mlseclab pts/0 10.66.255.1\n"
 
     # the journal was cut on the node at the limit, at a line end, and said so
     journal = rel["nodes/gateway-01/journal.jsonl"]

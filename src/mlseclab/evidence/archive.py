@@ -49,11 +49,27 @@ class NotEvidence(LabError):
 
 #: a path with one of these directories in it is never read
 SECRET_DIRS = frozenset({"secrets", "credentials", "credstore", "private", ".ssh", ".gnupg"})
-#: a file name with one of these words (between -, _, . or the ends) is never read
-_SECRET_WORD = re.compile(
-    r"(?:^|[-_.])(?:key|keys|api-?key|apikey|password|passwd|secret|secrets|token|tokens"
-    r"|credential|credentials|shadow|gshadow)(?:[-_.]|$)",
-    re.IGNORECASE,
+#: a file name whose last word (before an extension, or the extension) is one of these
+#: is never read: ``db-password``, ``inference-api-key``, ``api-keys.txt``, ``x.token``;
+#: ``key-rotation-runbook.md`` or ``password-policy.md`` are read
+SECRET_WORDS = frozenset(
+    {
+        "key",
+        "keys",
+        "apikey",
+        "password",
+        "passwords",
+        "passwd",
+        "secret",
+        "secrets",
+        "token",
+        "tokens",
+        "credential",
+        "credentials",
+        "shadow",
+        "gshadow",
+        "env",
+    }
 )
 #: private key and keystore suffixes; SSH key files by their usual names
 SECRET_SUFFIXES = (".key", ".pem", ".p12", ".pfx", ".jks", ".keystore", ".kdbx")
@@ -64,7 +80,8 @@ def secret_reason(path: str) -> str | None:
     """Why ``path`` (relative or absolute, ``/``-separated) must not be read; None if it
     may be. By name alone, erring towards leaving a file out: the lab's secrets dir,
     ``/etc/mlseclab/**/secrets`` and ``credentials`` dirs, ``*.key`` and other private
-    key files, SSH keys, and any name that says key, password, secret or token."""
+    key files, SSH keys, and a name whose last word says key, password, secret or token
+    (:data:`SECRET_WORDS`)."""
     parts = [p for p in PurePosixPath(path).parts if p not in ("/", "")]
     for part in parts[:-1]:
         if part.lower() in SECRET_DIRS:
@@ -75,7 +92,9 @@ def secret_reason(path: str) -> str | None:
         return "a private key or keystore file name"
     if _SSH_KEY.match(lower):
         return "an SSH key file name"
-    if lower in SECRET_DIRS or _SECRET_WORD.search(lower):
+    stem = lower.rsplit(".", 1)[0] if "." in lower.lstrip(".") else lower
+    last_words = {w[-1] for w in (re.split(r"[-_.]+", stem), re.split(r"[-_.]+", lower)) if w}
+    if lower in SECRET_DIRS or last_words & SECRET_WORDS:
         return "a name that says key, password, secret or token"
     return None
 

@@ -83,11 +83,15 @@ class NodeCommand:
 
 def node_commands(since: dt.datetime) -> tuple[NodeCommand, ...]:
     """What each node is asked, in order; the first also tells whether it answers."""
-    last = (
+    at = f"@{int(since.timestamp())}"
+    logins = (
         "if command -v last >/dev/null 2>&1; then last -F -w -n 200; "
         "elif command -v wtmpdb >/dev/null 2>&1; then wtmpdb last -n 200; "
-        "else echo 'no last or wtmpdb on this node; sshd logins are in journal.jsonl'; fi; "
-        "echo; echo '# who'; who -a"
+        "else echo '# no last or wtmpdb on this node'; fi; "
+        "echo '# who -a'; who -a; "
+        f"echo '# sshd and sudo in the journal since {since:%Y-%m-%d %H:%M:%S} UTC'; "
+        f"sudo -n journalctl --no-pager -q -o short-iso-precise --since {at} "
+        "SYSLOG_IDENTIFIER=sshd SYSLOG_IDENTIFIER=sshd-session SYSLOG_IDENTIFIER=sudo"
     )
     return (
         NodeCommand(
@@ -99,7 +103,7 @@ def node_commands(since: dt.datetime) -> tuple[NodeCommand, ...]:
         NodeCommand(
             "journal.jsonl",
             f"journal since {since:%Y-%m-%d %H:%M:%S} UTC",
-            f"sudo -n journalctl --no-pager -q -o json --since @{int(since.timestamp())}",
+            f"sudo -n journalctl --no-pager -q -o json --since {at}",
             JOURNAL_LIMIT,
             timeout=300,
         ),
@@ -117,7 +121,7 @@ def node_commands(since: dt.datetime) -> tuple[NodeCommand, ...]:
             "failed units",
             "systemctl list-units --failed --all --no-pager --plain --full",
         ),
-        NodeCommand("logins.txt", "logins (last, who)", last),
+        NodeCommand("logins.txt", "logins (last, who, sshd and sudo)", logins),
     )
 
 
