@@ -596,3 +596,16 @@ def test_unknown_node_and_a_lab_that_is_not_up_are_refused(
         f"error: lab unit is not up (no {state}), so there is no evidence to collect; "
         "`mlseclab status` shows what runs\n"
     )
+
+
+def test_an_output_that_is_not_a_directory_is_refused_before_collecting(
+    lab: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    argv = ["evidence", "-f", str(lab["spec"]), "-o", str(tmp_path / "afile")]
+    assert main(argv) == ERROR
+    assert capsys.readouterr().err == (
+        f"error: --output {tmp_path / 'afile'}: not a directory (a file or a link is there); "
+        "name a directory, or a new one\n"
+    )
+    assert lab["calls"] == []

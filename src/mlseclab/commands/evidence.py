@@ -34,9 +34,12 @@ def _output_dir(lab: str, args: argparse.Namespace) -> Path:
     """A new private folder for the archive: --output DIR, or <reports>/<lab>/<time>-evidence/."""
     if args.output is not None:
         directory = Path(args.output)
+        if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
+            raise LabError(
+                f"--output {directory}: not a directory (a file or a link is there); "
+                "name a directory, or a new one"
+            )
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if directory.is_symlink() or not directory.is_dir():
-            raise LabError(f"--output {directory}: not a directory")
         return directory
     directory = new_report_dir(lab, args.reports, kind="evidence")
     directory.chmod(0o700)  # journals and process lists are for responders only
@@ -58,11 +61,6 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     )
     root = args.reports if args.reports is not None else reports_root()
     lab = ui.esc(ctx.spec.lab.name)
-    if not args.json:
-        ui.info(
-            f"evidence: lab [bold]{lab}[/], {len(nodes)} node(s), journals since "
-            f"{since.moment:%Y-%m-%d %H:%M:%S} UTC ({ui.esc(since.text)})"
-        )
 
     def node_done(n: NodeEvidence) -> None:
         if args.json:
@@ -79,9 +77,14 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         )
 
     with ctx.home.lock("evidence"):
+        directory = _output_dir(ctx.spec.lab.name, args)  # a bad --output fails before
+        if not args.json:
+            ui.info(
+                f"evidence: lab [bold]{lab}[/], {len(nodes)} node(s), journals since "
+                f"{since.moment:%Y-%m-%d %H:%M:%S} UTC ({ui.esc(since.text)})"
+            )
         evidence = collect(ctx, nodes, since.moment, root, on_node=node_done)
     top, data, meta = build_archive(ctx, evidence, since.moment, since.text)
-    directory = _output_dir(ctx.spec.lab.name, args)
     archive = directory / f"{top}.tar.gz"
     digest = hashlib.sha256(data).hexdigest()
     write_private(archive, data, 0o600)
