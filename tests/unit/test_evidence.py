@@ -609,3 +609,25 @@ def test_an_output_that_is_not_a_directory_is_refused_before_collecting(
         "name a directory, or a new one\n"
     )
     assert lab["calls"] == []
+
+
+def test_a_node_that_hangs_is_asked_once(
+    lab: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlseclab.errors import LabError
+
+    fake = collect.ssh_bytes
+
+    def hangs(config: Path | str, node: str, command: str, *, timeout: float = 600) -> Any:
+        if node == "rag-01":
+            lab["calls"].append((node, command))
+            raise LabError(f"{node}: `{command}` did not finish in {timeout:.0f}s")
+        return fake(config, node, command, timeout=timeout)
+
+    monkeypatch.setattr(collect, "ssh_bytes", hangs)
+    code, meta = _collect(lab, capsys, "rag-01", "gateway-01")
+    assert code == FINDINGS
+    assert meta["nodes"]["rag-01"]["answered"] is False
+    assert meta["nodes"]["rag-01"]["error"].endswith("did not finish in 30s")
+    assert meta["nodes"]["gateway-01"]["answered"] is True
+    assert len([c for c in lab["calls"] if c[0] == "rag-01"]) == 1

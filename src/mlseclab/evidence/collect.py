@@ -239,8 +239,9 @@ def run_on_node(ssh_config: Path, node: str, cmd: NodeCommand) -> tuple[Piece, b
 
 
 def collect_node(ssh_config: Path, node: str, since: dt.datetime) -> NodeEvidence:
-    """Every :func:`node_commands` on ``node``; a node that does not answer the first is
-    recorded as such, and nothing more is tried on it."""
+    """Every :func:`node_commands` on ``node``; a node that does not answer the first
+    (ssh cannot reach it, or it hangs past its timeout) is recorded as such, and nothing
+    more is tried on it."""
     started = time.monotonic()
     found = NodeEvidence(node)
     for cmd in node_commands(since):
@@ -260,6 +261,8 @@ def collect_node(ssh_config: Path, node: str, since: dt.datetime) -> NodeEvidenc
             continue
         piece, answered = run_on_node(ssh_config, node, cmd)
         found.pieces.append(piece)
+        if not found.pieces[1:] and piece.data is None:
+            answered = False  # the first, cheapest command timed out or failed: stop here
         if not answered:
             found.answered = False
             found.error = f"{node} did not answer over SSH: {piece.item.error}"
