@@ -470,7 +470,9 @@ def test_collect_writes_a_private_archive_that_verifies(
     side = archive.with_name(archive.name + ".sha256").read_text(encoding="utf-8")
     assert side == f"{meta['archive_sha256']}  {archive.name}\n"
     assert main(["evidence", "verify", str(archive)]) == OK
-    capsys.readouterr()
+    assert f"MANIFEST.sha256; its sha256 matches {archive.name}.sha256 (lab unit" in (
+        capsys.readouterr().err
+    )
 
     members = _members(archive)
     top = archive.name.removesuffix(".tar.gz")
@@ -631,3 +633,26 @@ def test_a_node_that_hangs_is_asked_once(
     assert meta["nodes"]["rag-01"]["error"].endswith("did not finish in 30s")
     assert meta["nodes"]["gateway-01"]["answered"] is True
     assert len([c for c in lab["calls"] if c[0] == "rag-01"]) == 1
+
+
+def test_an_archive_rewritten_whole_is_caught_by_the_sha256_beside_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rewritten archive with a fresh manifest is intact inside; the sha256 that
+    `evidence` wrote beside it is what tells."""
+    path = _archive(tmp_path)
+    side = path.with_name(path.name + ".sha256")
+    side.write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}\n", "utf-8")
+    assert verify_archive(path).sidecar == "matches"
+    (tmp_path / "forged").mkdir()
+    forged = _archive(tmp_path / "forged", {"nodes/a/journal.jsonl": b"nothing happened\n"})
+    path.write_bytes(forged.read_bytes())
+    check = verify_archive(path)
+    assert check.sidecar == "differs" and not check.intact and not check.changed
+    assert main(["evidence", "verify", str(path)]) == FINDINGS
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"  changed: the archive itself: its sha256 is not the one in {side.name}"
+    assert err[1] == (
+        f"error: evidence verify: {path}: NOT intact (1 archive sha256 differs); "
+        "2 of 2 listed members checked"
+    )

@@ -148,10 +148,14 @@ def verify(archive: Path, *, as_json: bool) -> int:
             ui.plain(f"  {kind}: {name}")
     if check.unreadable:
         ui.plain(f"  unreadable: {check.unreadable}")
+    side = f"{archive.name}.sha256"
+    if check.sidecar == "differs":
+        ui.plain(f"  changed: the archive itself: its sha256 is not the one in {side}")
     if check.intact:
+        also = f"; its sha256 matches {side}" if check.sidecar == "matches" else ""
         ui.plain(
             f"evidence verify: {archive}: intact; {check.members} members match "
-            f"MANIFEST.sha256 (lab {lab}, collected {when})"
+            f"MANIFEST.sha256{also} (lab {lab}, collected {when})"
         )
         return OK
     counts = ", ".join(
@@ -162,6 +166,7 @@ def verify(archive: Path, *, as_json: bool) -> int:
             ("extra", check.extra),
             ("unsafe", check.unsafe),
             ("malformed", check.malformed),
+            ("archive sha256 differs", [side] if check.sidecar == "differs" else []),
         )
         if v
     )

@@ -226,6 +226,9 @@ class ArchiveCheck:
     unsafe: list[str] = field(default_factory=list)  # "name: why"
     malformed: list[str] = field(default_factory=list)  # manifest lines it cannot read
     unreadable: str = ""  # the archive stopped being readable part-way
+    #: the archive's sha256 against ``<archive>.sha256`` beside it: "" (none there),
+    #: "matches" or "differs"
+    sidecar: str = ""
     index: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -237,6 +240,7 @@ class ArchiveCheck:
             or self.unsafe
             or self.malformed
             or self.unreadable
+            or self.sidecar == "differs"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -252,6 +256,7 @@ class ArchiveCheck:
             "unsafe": self.unsafe,
             "malformed": self.malformed,
             "unreadable": self.unreadable,
+            "sidecar": self.sidecar,
             "lab": self.index.get("lab"),
             "collected": self.index.get("finished"),
         }
@@ -303,8 +308,10 @@ def _strip_dot(name: str) -> str:
 def verify_archive(path: Path) -> ArchiveCheck:
     """Check every member of the archive at ``path`` against its ``MANIFEST.sha256``.
 
-    Reads the archive once, in memory, extracting nothing. Raises :class:`NotEvidence`
-    for a file that is not a tar archive with a ``MANIFEST.sha256``.
+    Reads the archive once, in memory, extracting nothing; where ``<archive>.sha256``
+    (written beside it by ``mlseclab evidence``) is there, the archive's own sha256 is
+    compared with it too. Raises :class:`NotEvidence` for a file that is not a tar
+    archive with a ``MANIFEST.sha256``.
     """
     if not path.is_file():
         raise NotEvidence(f"{path}: no such file")
@@ -377,6 +384,14 @@ def verify_archive(path: Path) -> ArchiveCheck:
     check.missing = sorted(set(listed) - present)
     if INDEX not in listed and INDEX not in present:
         check.missing.append(INDEX)
+    side = path.with_name(f"{path.name}.sha256")
+    if side.is_file() and not side.is_symlink():
+        recorded = side.read_text(encoding="utf-8", errors="replace").split(maxsplit=1)[:1]
+        actual = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                actual.update(block)
+        check.sidecar = "matches" if recorded == [actual.hexdigest()] else "differs"
     index = meta.get(prefix + INDEX)
     if index is not None:
         try:
