@@ -8,9 +8,9 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from mlseclab import __version__, ui
 from mlseclab.errors import ERROR, INTERRUPTED, USAGE, LabError, SpecError
@@ -55,6 +55,34 @@ def _target_option(p: argparse.ArgumentParser) -> None:
         choices=("local", "proxmox"),
         help="where the lab runs (default: lab.target in the spec)",
     )
+
+
+def _since(text: str) -> Any:
+    """``--since``: an age or an ISO 8601 time (:func:`mlseclab.evidence.archive.parse_since`)."""
+    import datetime as dt
+
+    from mlseclab.evidence.archive import Since, parse_since
+
+    try:
+        return Since(text, parse_since(text, dt.datetime.now(dt.UTC)))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _evidence_usage(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], None]:
+    """What argparse cannot say about ``evidence``: ``verify`` takes one ARCHIVE, and
+    the collecting options mean nothing to it."""
+
+    def check(args: argparse.Namespace) -> None:
+        if args.nodes[:1] != ["verify"]:
+            return
+        if len(args.nodes) != 2:
+            p.error("evidence verify takes one ARCHIVE: mlseclab evidence verify ARCHIVE")
+        given = [o for o, v in (("--since", args.since), ("--output", args.output)) if v]
+        if given:
+            p.error(f"{' and '.join(given)}: for collecting, not for evidence verify")
+
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,6 +241,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", type=Path, metavar="DIR", help="where report folders go")
 
     p = sub.add_parser(
+        "evidence",
+        help="after an incident: collect journals, rulesets, processes, listeners, model and "
+        "dataset hashes, reports and snapshots into one archive; `evidence verify` checks one",
+        usage="%(prog)s [NODE...] [-l NAME] [--since TIME] [--reports DIR] [-o DIR] [--json]\n"
+        "       %(prog)s verify ARCHIVE [--json]",
+        description="Collect, read-only, from each node over the lab's SSH (journal since "
+        "--since, nftables ruleset with counters, processes, listeners, failed units, logins) "
+        "and from the host (router ruleset, model files against their pins, dataset sha256 "
+        "listings, the newest verify, drift and attack reports, recent snapshots) into one "
+        "tar.gz with a MANIFEST.sha256, written 0600. Secrets are never collected. Exit 0 "
+        "when everything was collected and every model matches its pin, 2 when the archive "
+        "is incomplete (a node did not answer, an item failed) or a model differs. "
+        "`evidence verify ARCHIVE` checks every member against the manifest: exit 0 intact, "
+        "2 not, 1 not an evidence archive.",
+    )
+    _spec_options(p)
+    p.add_argument(
+        "nodes",
+        nargs="*",
+        metavar="NODE",
+        help="only these nodes (default: all); `verify ARCHIVE` checks an archive instead",
+    )
+    p.add_argument(
+        "--since",
+        type=_since,
+        metavar="TIME",
+        help="journals from this time: an age (30m, 2h, 1d) or an ISO 8601 time (default 24h)",
+    )
+    p.add_argument(
+        "--reports",
+        type=Path,
+        metavar="DIR",
+        help="where the lab's report folders are and the evidence folder goes "
+        "(default: $MLSECLAB_REPORTS_DIR or reports/)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="write the archive into DIR instead (made 0700 if new)",
+    )
+    p.add_argument("--json", action="store_true", help="evidence.json (or the check) as JSON")
+    p.set_defaults(usage_check=_evidence_usage(p))
+
+    p = sub.add_parser(
         "rebuild",
         help="destroy and re-create nodes from the image, keeping datasets; then harden them",
         description="Stop the nodes, snapshot the protected datasets they mount, remove their "
@@ -289,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
+        usage_check = getattr(args, "usage_check", None)
+        if usage_check is not None:
+            usage_check(args)
     except UsageError:
         return USAGE
     except SystemExit as exc:  # --help and --version

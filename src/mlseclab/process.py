@@ -141,3 +141,20 @@ def terminate(pid: int, timeout: float = 10) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     return True
+
+
+def ssh_bytes(
+    config: Path | str, node: str, command: str, *, timeout: float = 600
+) -> subprocess.CompletedProcess[bytes]:
+    """:func:`ssh` for output that must arrive byte for byte (a journal, cut at a byte
+    limit, may end inside a UTF-8 character): stdin is empty, stdout and stderr bytes."""
+    try:
+        return subprocess.run(
+            ["ssh", "-F", str(config), node, command],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise LabError(f"{node}: `{command}` did not finish in {timeout:.0f}s") from None

@@ -8,11 +8,14 @@ host) or from inside a node over SSH, never by reading what the roles wrote.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import socket
 import ssl
+import stat
 import subprocess
+import tarfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -492,3 +495,45 @@ def test_attack_reports_a_miss_when_the_rag_service_can_sign_principals(lab: Har
         lab.ssh("rag-01", f"sudo rm -f {cred} {dropin} && sudo systemctl daemon-reload")
     code, report = _attack(lab, "vector-store-abuse")
     assert code == 0, report["scenarios"]
+
+
+def test_evidence_collects_and_verifies(lab: Hardened, tmp_path: Path) -> None:
+    """`mlseclab evidence`: one 0600 archive that `evidence verify` finds intact, holding
+    each node's journal and listeners and the model files' sha256, equal to their pins; a
+    copy with one byte of one member flipped is named by `evidence verify` (exit 2)."""
+    proc = lab.cli("evidence", "--since", "1h", "--json", "--reports", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads(proc.stdout)
+    archive = Path(meta["archive"])
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+    assert meta["summary"]["error"] == 0 and not meta["summary"]["nodes_not_answering"]
+    check = lab.cli("evidence", "verify", str(archive))
+    assert check.returncode == 0, check.stderr
+    assert "intact" in check.stderr
+
+    top = archive.name.removesuffix(".tar.gz")
+    with tarfile.open(archive) as tf:
+        members = {m.name: tf.extractfile(m).read() for m in tf if m.isfile()}  # type: ignore[union-attr]
+    for node in lab.spec.nodes:
+        journal = members[f"{top}/nodes/{node}/journal.jsonl"].splitlines()
+        assert journal and "MESSAGE" in json.loads(journal[-1]), node
+        listeners = members[f"{top}/nodes/{node}/listeners.txt"].decode()
+        assert "LISTEN" in listeners and "sshd" in listeners, (node, listeners)
+    models = json.loads(members[f"{top}/host/models.json"])
+    assert {m["model"]: m["found"] for m in models} == {
+        name: m.sha256 for name, m in lab.spec.models.items()
+    }
+    assert all(m["matches"] for m in models)
+
+    victim = f"{top}/nodes/rag-01/listeners.txt"
+    bad = tmp_path / "tampered.tar.gz"
+    with tarfile.open(archive) as src, tarfile.open(bad, "w:gz") as out:
+        for m in src:
+            data = src.extractfile(m).read()  # type: ignore[union-attr]
+            if m.name == victim:
+                data = bytes([data[0] ^ 0x01]) + data[1:]
+            out.addfile(m, io.BytesIO(data))
+    check = lab.cli("evidence", "verify", str(bad))
+    assert check.returncode == 2, check.stderr
+    assert "changed: nodes/rag-01/listeners.txt" in check.stderr
+    assert "NOT intact (1 changed)" in check.stderr
