@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from mlseclab.spec import ALL, ANY, OPERATOR, Flow, LabSpec, NodeKind, Purpose
+from mlseclab.spec import ALL, ANY, OPERATOR, Flow, LabSpec, NodeKind, Purpose, Role
+from mlseclab.targets.local.router_metrics import METRICS_PORT as ROUTER_METRICS_PORT
 
 SSH_PORT = 22
 
@@ -197,9 +198,31 @@ class Topology:
         return tuple(r for r in self.rules if r.destination == node)
 
     def egress(self, node: str) -> tuple[Rule, ...]:
-        """Rules ``node`` may use as a client: what its firewall lets out."""
-        return tuple(
+        """Rules ``node`` may use as a client: what its firewall lets out (an observability
+        node also scrapes the lab router's drop counters, :meth:`router_scrape`)."""
+        flows = tuple(
             r for r in self.rules if r.destination != node and (r.any_source or node in r.sources)
+        )
+        scrape = self.router_scrape(node)
+        return (*flows, scrape) if scrape else flows
+
+    def router_scrape(self, node: str) -> Rule | None:
+        """An observability node's scrape of the router's drop counters, on the router's
+        management address (the router's input chain admits it; no flow is needed,
+        since the router is no node)."""
+        n = self.nodes[node]
+        if n.role != Role.OBSERVABILITY:
+            return None
+        mgmt = self.spec.mgmt_segment_name()
+        return Rule(
+            flow="metrics-scrape-router",
+            proto="tcp",
+            port=ROUTER_METRICS_PORT,
+            sources=(node,),
+            source_addresses=(n.mgmt.ip,),
+            destination="router",
+            destination_addresses=(str(self.spec.networks[mgmt].gateway_address),),
+            network=mgmt,
         )
 
     # -- the matrix ----------------------------------------------------------

@@ -36,6 +36,10 @@ PROLOGUE = {
     "output": ["meta oif {lo} accept", "ct state {established,related} accept"],
 }
 INVALID = 'ct state {invalid} counter drop comment "invalid"'
+PROBE_UID = 65534  # roles/firewall firewall_probe_uid: the posture suite's network probes
+# the probes' dropped egress, counted apart so that the egress alert leaves them out
+PROBE_DROPS = f'meta skuid {{{PROBE_UID}}} counter drop comment "dropped: posture probe"'
+EPILOGUE = {"output": [PROBE_DROPS]}
 OTHER_FIREWALLS = ("ufw", "firewalld", "iptables-persistent")
 
 
@@ -73,6 +77,12 @@ def _diff_chain(chain: NftChain | None, name: str, flows: list[str]) -> list[str
     if rules[: len(head)] != head:
         wrong.append(f"{name}: starts with {rules[: len(head)]} (expected {head})")
     body = rules[len(head) : -1] if rules and rules[-1] == DROPPED else rules[len(head) :]
+    tail = EPILOGUE.get(name, [])
+    if tail:
+        if body[-len(tail) :] != tail:
+            wrong.append(f"{name}: does not end with {tail} before the final drop")
+        else:
+            body = body[: -len(tail)]
     have, want = Counter(body), Counter(flows)
     wrong += [f"{name}: unexpected rule: {r}" for r in sorted((have - want).elements())]
     wrong += [f"{name}: missing rule: {r}" for r in sorted((want - have).elements())]

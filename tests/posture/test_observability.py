@@ -29,12 +29,19 @@ from service_state import (
     unit_properties,
 )
 
+from mlseclab.checkout import roles
 from mlseclab.posture.plugin import PostureLab, PostureNode, not_applicable
 
 PROMETHEUS_PORT = 9090
 EXPORTER_PORT = 9100
 JOURNAL_PORT = 19532
 PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
+ALERTMANAGER_PORT = 9093
+ALERTMANAGER_DEFAULTS = "/etc/default/prometheus-alertmanager"
+SIGNALS_UNIT = "mlseclab-signals.service"
+SIGNALS_TEXTFILE = "/var/lib/prometheus/node-exporter/mlseclab_signals.prom"
+SIGNALS_FRESH = 60  # seconds: the collector rewrites its textfile every 10
+HEARTBEAT_FRESH = 90  # seconds: MlseclabJournalSilent's threshold
 LOGS_DIR_DATASET = "logs"
 UPLOAD_TLS_DIR = "/etc/mlseclab/tls/journal-upload"
 ARRIVAL_SECONDS = 20  # how long a marker may take from the sender's journal to the receiver
@@ -62,6 +69,8 @@ def test_prometheus_scrapes_mgmt_addresses_only(
 ) -> None:
     """Prometheus scrapes every node's exporter on its mgmt address, and nothing elsewhere."""
     mgmt = mgmt_addresses(lab)
+    if lab.spec.lab.target == "local":  # the router's drop counters, on the mgmt gateway
+        mgmt["router"] = str(lab.spec.networks[lab.spec.mgmt_segment_name()].gateway_address)
     url = f"http://{node.topo.mgmt.ip}:{PROMETHEUS_PORT}/api/v1/targets?state=active"
     live = run_python(host, _TARGETS_PROBE, url)
     wrong = []
@@ -295,4 +304,154 @@ def test_journal_upload_to_observability(node: PostureNode, host: Any, lab: Post
             f"a marker logged here did not reach {receiver.name}:{journal} "
             f"within {ARRIVAL_SECONDS}s"
         )
+    assert not wrong, f"{node.name}: " + "; ".join(wrong)
+
+
+_ALERTING_PROBE = r"""
+import json, sys, urllib.request
+base = json.loads(sys.argv[1])
+def get(path):
+    with urllib.request.urlopen(base + path, timeout=10) as r:
+        return json.load(r)["data"]
+rules = get("/api/v1/rules")
+managers = get("/api/v1/alertmanagers")
+print(json.dumps({
+    "alerts": {r["name"]: r.get("health", "") for g in rules["groups"] for r in g["rules"]
+               if r.get("type") == "alerting"},
+    "alertmanagers": [a["url"] for a in managers["activeAlertmanagers"]],
+}))
+"""
+
+
+def _rule_alerts() -> set[str]:
+    doc = yaml.safe_load(
+        (roles() / "observability" / "files" / "mlseclab-alerts.yml").read_text(encoding="utf-8")
+    )
+    return {r["alert"] for g in doc["groups"] for r in g["rules"] if "alert" in r}
+
+
+@pytest.mark.roles("observability")
+@pytest.mark.control("MLSL-OBS-07", owasp="LLM10", atlas="AML.M0024")
+def test_detection_rules_evaluated_and_routed(node: PostureNode, host: Any) -> None:
+    """Prometheus evaluates every detection rule of the lab and sends its alerts to an
+    Alertmanager that listens on the mgmt address only, with no cluster port."""
+    mgmt = node.topo.mgmt.ip
+    live = run_python(host, _ALERTING_PROBE, f"http://{mgmt}:{PROMETHEUS_PORT}")
+    wrong = []
+    missing = sorted(_rule_alerts() - set(live["alerts"]))
+    if missing:
+        wrong.append(f"Prometheus does not evaluate {missing}")
+    broken = sorted(n for n, h in live["alerts"].items() if h not in ("ok", "unknown"))
+    if broken:
+        wrong.append(f"rules that fail to evaluate: {broken}")
+    want = f"http://{mgmt}:{ALERTMANAGER_PORT}/api/v2/alerts"
+    if live["alertmanagers"] != [want]:
+        wrong.append(f"Prometheus sends alerts to {live['alertmanagers']} (expected [{want}])")
+    tcp = sorted(
+        f"{ls.address}:{ls.port}"
+        for ls in listeners(host)
+        if any(p.startswith("prometheus-ale") for p in ls.processes)
+    )
+    udp = [
+        str(ls)
+        for ls in listeners(host, "udp")
+        if any(p.startswith("prometheus-ale") for p in ls.processes)
+    ]
+    if tcp != [f"{mgmt}:{ALERTMANAGER_PORT}"] or udp:
+        wrong.append(
+            f"Alertmanager listens on {tcp + udp}, expected only {mgmt}:{ALERTMANAGER_PORT} "
+            "(no cluster port)"
+        )
+    args = host.check_output("cat %s", ALERTMANAGER_DEFAULTS).replace('"', " ").split()
+    for flag in (f"--web.listen-address={mgmt}:{ALERTMANAGER_PORT}", "--cluster.listen-address="):
+        if flag not in args:
+            wrong.append(f"{ALERTMANAGER_DEFAULTS} lacks {flag}")
+    assert not wrong, f"{node.name}: " + "; ".join(wrong)
+
+
+_QUERY_PROBE = r"""
+import json, sys, urllib.parse, urllib.request
+base, query = json.loads(sys.argv[1])
+url = base + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+with urllib.request.urlopen(url, timeout=10) as r:
+    data = json.load(r)["data"]["result"]
+print(json.dumps({json.dumps(s["metric"], sort_keys=True): float(s["value"][1]) for s in data}))
+"""
+
+
+def _textfile_values(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+@pytest.mark.control("MLSL-OBS-08", owasp="LLM10", atlas="AML.M0024")
+def test_security_signals_collected(node: PostureNode, host: Any, lab: PostureLab) -> None:
+    """The node's security signals (firewall drops; gateway, model and RAG events) are
+    collected by a sandboxed service, every source reads, the observability node's
+    Prometheus has them, and the node's journal heartbeat arrives there."""
+    props = unit_properties(
+        host,
+        SIGNALS_UNIT,
+        ("ActiveState", "NoNewPrivileges", "ProtectSystem", "CapabilityBoundingSet"),
+    )
+    wrong = []
+    if props.get("ActiveState") != "active":
+        wrong.append(f"{SIGNALS_UNIT} is {props.get('ActiveState')}")
+    if props.get("NoNewPrivileges") != "yes" or props.get("ProtectSystem") != "strict":
+        wrong.append(f"{SIGNALS_UNIT} is not sandboxed: {props}")
+    caps = set(props.get("CapabilityBoundingSet", "").split())
+    if caps - {"cap_net_admin", "cap_dac_read_search"}:
+        wrong.append(f"{SIGNALS_UNIT} may use {sorted(caps)}")
+    now = float(host.check_output("date +%s.%N"))
+    text = host.run("cat %s", SIGNALS_TEXTFILE)
+    values = _textfile_values(text.stdout) if text.rc == 0 else {}
+    last = values.get("mlseclab_signals_last_run_timestamp_seconds", 0.0)
+    if now - last > SIGNALS_FRESH:
+        wrong.append(f"{SIGNALS_TEXTFILE} was last written {now - last:.0f} s ago")
+    want = {
+        "firewall",
+        "access_log" if node.role == "gateway" else "",
+        "journal" if node.role in ("inference", "rag") else "",
+        "heartbeats" if node.role == "observability" else "",
+    } - {""}
+    up = {
+        k.split('source="', 1)[1].rstrip('"}'): v
+        for k, v in values.items()
+        if k.startswith("mlseclab_signals_source_up")
+    }
+    bad = sorted(s for s in want if up.get(s) != 1)
+    if bad:
+        wrong.append(f"sources not read: {bad} (have {up})")
+    obs = observability_node(lab)
+    if obs is not None:
+        base = f"http://{obs.topo.mgmt.ip}:{PROMETHEUS_PORT}"
+        obs_host = other_host(lab, obs.name)
+        scraped = run_python(
+            obs_host,
+            _QUERY_PROBE,
+            [base, f'mlseclab_signals_last_run_timestamp_seconds{{node="{node.name}"}}'],
+        )
+        if not scraped or now - max(scraped.values()) > SIGNALS_FRESH + 30:
+            wrong.append(
+                f"{obs.name}'s Prometheus has no fresh signals from {node.name}: {scraped}"
+            )
+        if node.name != obs.name:
+            beat = run_python(
+                obs_host,
+                _QUERY_PROBE,
+                [
+                    base,
+                    f'mlseclab_journal_last_heartbeat_timestamp_seconds{{sender="{node.name}"}}',
+                ],
+            )
+            if not beat or now - max(beat.values()) > HEARTBEAT_FRESH:
+                wrong.append(f"no fresh journal heartbeat from {node.name} at {obs.name}: {beat}")
+        elif lab.spec.lab.target == "local":
+            router = run_python(obs_host, _QUERY_PROBE, [base, 'mlseclab_router_up{job="router"}'])
+            if list(router.values()) != [1.0]:
+                wrong.append(f"the lab router's drop counters are not scraped: {router}")
     assert not wrong, f"{node.name}: " + "; ".join(wrong)

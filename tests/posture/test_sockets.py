@@ -29,6 +29,13 @@ ROLE_LOCAL_SOCKETS: dict[str, list[tuple[str, str, int, str]]] = {
             "Prometheus' own UI and API on the management address (roles/observability); "
             "no flow reaches it, so only the node itself can",
         ),
+        (
+            "tcp",
+            "mgmt",
+            9093,
+            "Alertmanager's API on the management address (roles/observability): Prometheus "
+            "on this node sends to it, `mlseclab attack` reads it over SSH; no flow reaches it",
+        ),
     ],
 }
 

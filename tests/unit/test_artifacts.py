@@ -124,7 +124,19 @@ def test_router_ruleset_has_one_rule_per_resolved_flow_and_drops_the_rest(
     target = LocalTarget(topo.spec, topo, LabHome("reference", tmp_path))
     ruleset = target.router_ruleset()
     assert "type filter hook forward priority filter; policy drop;" in ruleset
-    assert ruleset.count(" accept comment ") == len(topo.rules)
+    # the flows, and the observability node's scrape of the router's drop counters
+    assert ruleset.count(" accept comment ") == len(topo.rules) + 1
+    assert (
+        "ip saddr { 10.66.10.15 } ip daddr 10.66.10.1 tcp dport 9100 ct state new counter "
+        'accept comment "metrics-scrape -> router"'
+    ) in ruleset
+    # drops are counted by the segment they came from; the operator's uplink apart
+    assert 'iifname "br-edge" counter drop comment "dropped from edge: not an allowed flow"' in (
+        ruleset
+    )
+    assert 'iifname "uplink" counter drop comment "dropped from operator: to the router itself"' in (
+        ruleset
+    )
     assert (
         "ip saddr { 10.66.10.14, 10.66.50.14 } ip daddr { 10.66.40.13 } tcp dport 5432 "
         'ct state new counter accept comment "rag-to-vectordb -> vectordb-01"'

@@ -189,6 +189,7 @@ def node_ruleset(host: dict[str, Any]) -> str:
         ansible_managed="Ansible managed",
         firewall_table="mlseclab_node",
         firewall_forward_policy="drop",
+        firewall_probe_uid=65534,
         firewall_ingress_rules=host["mlseclab_ingress"],
         firewall_egress_rules=host["mlseclab_egress"],
         firewall_node_addresses=[nic["ip"] for nic in host["mlseclab_nics"]],
@@ -214,7 +215,14 @@ def assert_inert(spec: LabSpec, value: str, tmp: Path) -> None:
     home = LabHome(spec.lab.name, tmp / "state")
     router = LocalTarget(spec, topo, home).router_ruleset()
     nft_check(router, tmp, "router")
-    assert accept_count(router) == len(topo.rules)
+    # one accept per resolved flow, and the observability node's scrape of the router's
+    # own drop counters (input chain, from the observability nodes' mgmt addresses only)
+    scrape = re.findall(r'.*comment "metrics-scrape -> router"', router)
+    observers = sorted(n.mgmt.ip for n in topo.nodes.values() if n.role == "observability")
+    assert len(scrape) == (1 if observers else 0), scrape
+    if observers:
+        assert f"ip saddr {{ {', '.join(observers)} }} ip daddr" in scrape[0], scrape[0]
+    assert accept_count(router) == len(topo.rules) + len(scrape)
 
     inventory = parse_inventory(render_inventory(topo, home, "container", "local"))
     hosts = {
