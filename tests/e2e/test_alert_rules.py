@@ -59,9 +59,7 @@ def test_each_alert_fires_on_its_attack_and_never_on_a_clean_lab(promtool: Path)
 
 
 @pytest.mark.parametrize("alert", _alerts())
-def test_a_rule_that_cannot_fire_fails_its_test(
-    promtool: Path, alert: str, tmp_path: Path
-) -> None:
+def test_a_rule_that_cannot_fire_fails_its_test(promtool: Path, alert: str, tmp_path: Path) -> None:
     doc = yaml.safe_load(RULES.read_text(encoding="utf-8"))
     for group in doc["groups"]:
         for rule in group["rules"]:

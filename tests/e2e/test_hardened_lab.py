@@ -16,6 +16,7 @@ import ssl
 import stat
 import subprocess
 import tarfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -431,20 +432,61 @@ test_drift_names_every_tamper_and_fix_clears_them = (
 
 # `mlseclab attack` runs last, on the lab that drift --fix has just put back: every
 # scenario must still be blocked there.
-def _attack(lab: Hardened, *scenarios: str) -> tuple[int, dict[str, Any]]:
-    proc = lab.cli("attack", *scenarios, "--json", "--detect-timeout", "0")
+def _attack(lab: Hardened, *scenarios: str, detect_timeout: int = 0) -> tuple[int, dict[str, Any]]:
+    proc = lab.cli("attack", *scenarios, "--json", "--detect-timeout", str(detect_timeout))
     assert proc.returncode in (0, 2), proc.stderr[-3000:]
     return proc.returncode, json.loads(proc.stdout)
 
 
-def test_attack_every_scenario_is_blocked(lab: Hardened) -> None:
+_ACTIVE_ALERTS = (
+    'python3 -c \'import json,urllib.request; print(json.dumps([a["labels"] for a in '
+    'json.load(urllib.request.urlopen("http://{address}:9093/api/v2/alerts?active=true"))]))\''
+)
+
+
+def _quiet_lab(lab: Hardened, within: float = 300) -> list[dict[str, str]]:
+    """Wait until Alertmanager has no active alert (what earlier tests provoked on purpose
+    resolves within a few minutes); the alerts still active at the end."""
+    address = lab.topo.nodes["obs-01"].mgmt.ip
+    deadline = time.time() + within
+    while True:
+        done = lab.ssh("obs-01", _ACTIVE_ALERTS.format(address=address))
+        assert done.returncode == 0, done.stderr[-2000:]
+        active = json.loads(done.stdout)
+        if not active or time.time() > deadline:
+            return list(active)
+        time.sleep(10)
+
+
+# network, authentication, extraction and integrity: each must raise its alert
+DETECTED = (
+    "edge-discovery",
+    "gateway-unauthenticated",
+    "key-guessing",
+    "model-extraction",
+    "off-allowlist",
+    "node-discovery",
+    "lateral-movement",
+    "exfiltration",
+    "rag-poisoning",
+    "model-tamper",
+)
+
+
+def test_attack_every_scenario_is_blocked_and_detected(lab: Hardened) -> None:
     """`mlseclab attack`: every scenario, from the edge client, from the RAG service's own
-    identity and through the model and corpus supply chains, is blocked on the hardened lab;
-    the edge client is gone afterwards and the lab still serves."""
-    code, report = _attack(lab)
+    identity and through the model and corpus supply chains, is blocked on the hardened lab
+    and raises its alert on the observability node (none firing before: a quiet lab); the
+    edge client is gone afterwards and the lab still serves."""
+    still = _quiet_lab(lab)
+    assert not still, f"alerts active on a lab nobody attacks: {still}"
+    code, report = _attack(lab, detect_timeout=180)
     verdicts = {s["id"]: (s["verdict"], s["evidence"], s["error"]) for s in report["scenarios"]}
     assert code == 0 and report["summary"]["missed"] == 0, verdicts
     assert len(report["scenarios"]) == 11
+    assert not report["alert_errors"] and not report["alerts_before"], report["alert_errors"]
+    undetected = [s["id"] for s in report["scenarios"] if s["id"] in DETECTED and not s["detected"]]
+    assert not undetected, (undetected, report["alerts_seen"])
     by_id = {s["id"]: s for s in report["scenarios"]}
     edge = by_id["edge-discovery"]["evidence"]
     assert "gateway-01 10.78.20.11:443 (clients-to-gateway)" in edge[1], edge

@@ -134,8 +134,9 @@ def test_router_ruleset_has_one_rule_per_resolved_flow_and_drops_the_rest(
     assert 'iifname "br-edge" counter drop comment "dropped from edge: not an allowed flow"' in (
         ruleset
     )
-    assert 'iifname "uplink" counter drop comment "dropped from operator: to the router itself"' in (
-        ruleset
+    assert (
+        'iifname "uplink" counter drop comment "dropped from operator: to the router itself"'
+        in (ruleset)
     )
     assert (
         "ip saddr { 10.66.10.14, 10.66.50.14 } ip daddr { 10.66.40.13 } tcp dport 5432 "

@@ -109,14 +109,18 @@ def test_alerts_are_attributed_by_time_and_labels_never_from_before_the_run() ->
     outcomes = [
         _outcome("gateway-unauthenticated", t0 + 1),
         _outcome("node-discovery", t0 + 10, labels={"MlseclabEgressBlocked": {"node": "rag-01"}}),
+        _outcome("lateral-movement", t0 + 20, labels={"MlseclabEgressBlocked": {"node": "rag-01"}}),
         _outcome("exfiltration", t0 + 40, labels={"MlseclabEgressBlocked": {"node": "rag-01"}}),
     ]
     _attribute(outcomes, watch, t0)
-    unauth, discovery, exfil = outcomes
+    unauth, discovery, lateral, exfil = outcomes
     assert not unauth.detected  # an alert already firing before the attack is no detection
+    # the alert began 22 s after node-discovery, when lateral-movement had begun: both count
     assert discovery.detections[0]["delay_seconds"] == 22.0
+    assert discovery.detections[0]["shared_with"] == ["lateral-movement", "exfiltration"]
+    assert lateral.detections[0]["delay_seconds"] == 12.0
     assert exfil.detections[0]["already_firing"] is True  # still firing from node-discovery
-    assert [o.verdict for o in outcomes] == ["blocked", "blocked, detected", "blocked, detected"]
+    assert [o.verdict for o in outcomes] == ["blocked"] + ["blocked, detected"] * 3
     assert _outcome("exfiltration", t0, blocked=False).verdict == "missed"
 
 

@@ -94,23 +94,25 @@ def choose(ids: list[str], spec_path: str) -> list[Scenario]:
     return out
 
 
-def _detect(
-    outcome: Outcome, watch: AlertWatch, later_start: float | None, attack_start: float
-) -> None:
-    """Alerts of the scenario's kinds, labelled for it, that began in its window."""
+def _detect(outcome: Outcome, watch: AlertWatch, attack_start: float) -> None:
+    """Alerts of the scenario's kinds, labelled for it, that began after it started.
+
+    An alert begins a scrape, a collection and an evaluation after its cause (15-45 s
+    on the reference lab), by when later scenarios have started, so the window has no
+    end but the run's wait; scenarios of one run that share an alert (name and labels)
+    each count it, and the report names the others (``shared_with``)."""
     s, f = outcome.scenario, outcome.finding
     labels = f.alert_labels if f else {}
     for name in s.alerts:
         want = labels.get(name, {})
         for seen in watch.find(name, want):
             fresh = seen.starts_at >= outcome.started - 1
-            in_window = later_start is None or seen.starts_at < later_start + 1
             # still firing from an earlier scenario of this run (never from before the run)
             carried = (
                 attack_start - 1 <= seen.starts_at < outcome.started - 1
                 and seen.last_seen >= outcome.started
             )
-            if (fresh and in_window) or carried:
+            if fresh or carried:
                 outcome.detections.append(_detection(seen, outcome, carried))
                 break
 
@@ -205,11 +207,18 @@ def run(
 
 
 def _attribute(outcomes: list[Outcome], watch: AlertWatch, attack_start: float) -> None:
-    for i, o in enumerate(outcomes):
+    for o in outcomes:
         if o.detections or o.finding is None:
             continue
-        later = None if i + 1 >= len(outcomes) else outcomes[i + 1].started
-        _detect(o, watch, later, attack_start)
+        _detect(o, watch, attack_start)
+    by_alert: dict[tuple[str, float], list[str]] = {}
+    for o in outcomes:
+        for d in o.detections:
+            by_alert.setdefault((d["alert"], d["starts_at"]), []).append(o.scenario.id)
+    for o in outcomes:
+        for d in o.detections:
+            ids = by_alert[(d["alert"], d["starts_at"])]
+            d["shared_with"] = [i for i in ids if i != o.scenario.id]
 
 
 def _names(ctx: Context) -> Any:

@@ -194,7 +194,7 @@ def _edge_discovery(a: Attack) -> Finding:
     f.evidence.append(
         "router drops: " + (", ".join(f"{k} +{v}" for k, v in dropped.items()) or "none")
     )
-    f.alert_labels = {"MlseclabRouterDrops": {"node": "router"}}
+    f.alert_labels = {"MlseclabRouterDrops": {"segment": a.edge.segment}}
     return f
 
 
