@@ -110,7 +110,7 @@ def serve(address: str, port: int, table: str) -> None:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return  # one scrape every few seconds: nothing worth a log line
 
     httpd = http.server.ThreadingHTTPServer((address, port), Handler)

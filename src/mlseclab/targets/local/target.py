@@ -34,9 +34,9 @@ from mlseclab.errors import LabError, TargetError
 from mlseclab.harden import ROLE_VARS
 from mlseclab.inventory import write_inventory
 from mlseclab.secrets import ensure_secrets
+from mlseclab.spec import Role
 from mlseclab.state import LabHome, write_private
 from mlseclab.targets import NodeStatus, Plan, PlannedAction
-from mlseclab.spec import Role
 from mlseclab.targets.local import host, network, nodes, router_metrics
 from mlseclab.targets.local.artifacts import (
     ensure_corpus,
@@ -472,13 +472,13 @@ class LocalTarget:
         """This lab's running router exporters, found in /proc: those in the router
         namespace as it is now (or, with ``stale``, those in any other one)."""
         try:
-            current = os.stat(f"/run/netns/{self.names.router_ns}").st_ino
+            current = Path(f"/run/netns/{self.names.router_ns}").stat().st_ino
         except OSError:
             current = None
         found = []
         for pid in process.find_pids(router_metrics.MARKER, f"--lab={self.names.lab}"):
             try:
-                here = os.stat(f"/proc/{pid}/ns/net").st_ino == current
+                here = Path(f"/proc/{pid}/ns/net").stat().st_ino == current
             except OSError:
                 continue
             if here != stale:
