@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from mlseclab.errors import LabError, TargetError
@@ -109,10 +109,9 @@ def ssh(
         raise LabError(f"{node}: `{command}` did not finish in {timeout:.0f}s") from None
 
 
-def find_pids(*markers: str) -> list[int]:
-    """Every running process whose command line holds each of ``markers`` as an argument."""
-    want = [m.encode() for m in markers]
-    found: list[int] = []
+def command_lines() -> Iterator[tuple[int, list[bytes]]]:
+    """Every running process and its arguments, from /proc (one that ends meanwhile is
+    skipped)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -120,9 +119,13 @@ def find_pids(*markers: str) -> list[int]:
             args = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if all(w in args for w in want):
-            found.append(int(proc.name))
-    return sorted(found)
+        yield int(proc.name), args
+
+
+def find_pids(*markers: str) -> list[int]:
+    """Every running process whose command line holds each of ``markers`` as an argument."""
+    want = [m.encode() for m in markers]
+    return sorted(pid for pid, args in command_lines() if all(w in args for w in want))
 
 
 def terminate(pid: int, timeout: float = 10) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlseclab.errors import TargetError
-from mlseclab.process import is_mounted, mount_overlay, ok, run, unmount
+from mlseclab.process import command_lines, is_mounted, mount_overlay, ok, run, unmount
 from mlseclab.spec import OPERATOR_USER
 from mlseclab.targets.local.names import LocalNames
 from mlseclab.topology import LabNode
@@ -259,18 +259,12 @@ def find_nspawn_pids(names: LocalNames) -> dict[str, int]:
     """Every running nspawn of this lab, found in /proc (for `down --force`)."""
     found: dict[str, int] = {}
     marker = f"/run/netns/{names.netns_prefix}n-".encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
+    for pid, args in command_lines():
         if not args or b"systemd-nspawn" not in args[0]:
             continue
         for a in args:
             if a.startswith(b"--network-namespace-path=" + marker):
-                found[a.split(marker, 1)[1].decode()] = int(proc.name)
+                found[a.split(marker, 1)[1].decode()] = pid
     return found
 
 
