@@ -56,6 +56,7 @@ DISABLED_UNITS: tuple[str, ...] = (
     "nginx.service",
     "postgresql.service",
     "prometheus.service",
+    "prometheus-alertmanager.service",
     "prometheus-node-exporter.service",
     "systemd-journal-remote.socket",
     "systemd-journal-upload.service",
