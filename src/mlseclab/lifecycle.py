@@ -9,6 +9,7 @@ their run artifacts and reports.
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,13 +17,14 @@ from pathlib import Path
 
 from rich.table import Table
 
-from mlseclab import posture, ui
+from mlseclab import posture, process, ui
 from mlseclab.context import Context, chosen_nodes
 from mlseclab.errors import LabError
 from mlseclab.harden import HardenResult, TaskResult, role_vars, run_playbook
 from mlseclab.posture.report import FRAMEWORK_NAMES, new_report_dir, score, write_reports
 from mlseclab.posture.results import FAILING, Outcome
 from mlseclab.posture.runner import PostureRun, ScopeRun, run_posture
+from mlseclab.spec import Role
 from mlseclab.targets import Target, open_target
 
 
@@ -253,8 +255,45 @@ def converge(
             after_harden()
     if not verify:
         return Converged(hardened)
+    if harden:
+        wait_for_log_shipping(ctx, limit)
     run, _ = verify_lab(ctx, verify_nodes)
     return Converged(hardened, run)
+
+
+#: the state journal upload saves once the receiver has taken its first entries
+_SHIPPED = (
+    "for i in $(seq 1 {seconds}); do sudo -n grep -qs '^LAST_CURSOR=' "
+    "/var/lib/systemd/journal-upload/state && exit 0; sleep 1; done; exit 1"
+)
+
+
+def wait_for_log_shipping(
+    ctx: Context, nodes: Sequence[str] | None, seconds: int = 90
+) -> list[str]:
+    """Wait until each node's journal upload has shipped once to the observability node
+    (a node just made or rebuilt uploads after harden enables it, and its first connection
+    can take a while); the nodes still not shipping, for verify to report."""
+    names = [
+        n for n in (nodes or ctx.spec.nodes) if ctx.spec.nodes[n].role is not Role.OBSERVABILITY
+    ]
+    if not names or not any(n.role is Role.OBSERVABILITY for n in ctx.spec.nodes.values()):
+        return []
+    cmd = _SHIPPED.format(seconds=int(seconds))
+
+    def shipped(node: str) -> bool:
+        try:
+            done = process.ssh(ctx.home.ssh_config, node, cmd, timeout=seconds + 30)
+        except LabError:
+            return False
+        return done.returncode == 0
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        results = dict(zip(names, pool.map(shipped, names), strict=True))
+    late = sorted(n for n, ok in results.items() if not ok)
+    if late:
+        ui.warn(f"journal upload has not shipped yet from {', '.join(late)} (verify will say)")
+    return late
 
 
 def rebuild(
