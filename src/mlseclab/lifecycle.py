@@ -255,7 +255,7 @@ def converge(
             after_harden()
     if not verify:
         return Converged(hardened)
-    if harden:
+    if hardened is not None and not hardened.failed:
         wait_for_log_shipping(ctx, limit)
     run, _ = verify_lab(ctx, verify_nodes)
     return Converged(hardened, run)

@@ -235,8 +235,13 @@ def _sequence(monkeypatch: pytest.MonkeyPatch, fail_on: set[str]) -> list[str]:
         calls.append(f"verify {nodes}")
         return object(), Path("/nonexistent")
 
+    def wait_for_log_shipping(ctx: object, nodes: list[str] | None) -> list[str]:
+        calls.append(f"shipped {nodes}")
+        return []
+
     monkeypatch.setattr("mlseclab.lifecycle.harden_lab", harden_lab)
     monkeypatch.setattr("mlseclab.lifecycle.verify_lab", verify_lab)
+    monkeypatch.setattr("mlseclab.lifecycle.wait_for_log_shipping", wait_for_log_shipping)
     return calls
 
 
@@ -249,10 +254,11 @@ def test_converge_and_rebuild_run_their_steps_in_order(monkeypatch: pytest.Monke
     calls = _sequence(monkeypatch, fail_on=set())
     target: Any = _FakeTarget(calls)
     lifecycle.converge(ctx, target, after_up=lambda: calls.append("after up"))
-    assert calls == ["up", "after up", "harden None", "verify None"]
+    # verify waits for the hardened nodes' first log shipment
+    assert calls == ["up", "after up", "harden None", "shipped None", "verify None"]
     calls.clear()
     lifecycle.rebuild(ctx, target, ["a"], verify_nodes=["a"])
-    assert calls == ["destroy a", "up", "harden a", "verify ['a']"]
+    assert calls == ["destroy a", "up", "harden a", "shipped ['a']", "verify ['a']"]
     calls.clear()
     lifecycle.converge(ctx, target, harden=False, verify=False)
     assert calls == ["up"]
