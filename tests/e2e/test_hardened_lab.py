@@ -442,18 +442,31 @@ _ACTIVE_ALERTS = (
     'python3 -c \'import json,urllib.request; print(json.dumps([a["labels"] for a in '
     'json.load(urllib.request.urlopen("http://{address}:9093/api/v2/alerts?active=true"))]))\''
 )
+# how long Prometheus has scraped (its targets are static, all scraped since it started):
+# a new series counts in full only once its target has two minutes of history
+# (roles/observability/files/mlseclab-alerts.yml)
+_HISTORY = (
+    "python3 -c 'import json,urllib.request,urllib.parse; q=urllib.parse.urlencode("
+    '{{"query": "time() - process_start_time_seconds{{job=\\"prometheus\\"}}"}}); '
+    'r=json.load(urllib.request.urlopen("http://{address}:9090/api/v1/query?"+q)); '
+    'print(r["data"]["result"][0]["value"][1] if r["data"]["result"] else 0)\''
+)
 
 
-def _quiet_lab(lab: Hardened, within: float = 300) -> list[dict[str, str]]:
+def _quiet_lab(lab: Hardened, within: float = 400) -> list[dict[str, str]]:
     """Wait until Alertmanager has no active alert (what earlier tests provoked on purpose
-    resolves within a few minutes); the alerts still active at the end."""
+    resolves within a few minutes) and every target has 150 s of history (drift --fix may
+    have rebuilt the observability node); the alerts still active at the end."""
     address = lab.topo.nodes["obs-01"].mgmt.ip
     deadline = time.time() + within
     while True:
         done = lab.ssh("obs-01", _ACTIVE_ALERTS.format(address=address))
         assert done.returncode == 0, done.stderr[-2000:]
         active = json.loads(done.stdout)
-        if not active or time.time() > deadline:
+        history = lab.ssh("obs-01", _HISTORY.format(address=address))
+        assert history.returncode == 0, history.stderr[-2000:]
+        settled = float(history.stdout.strip() or 0) >= 150
+        if (not active and settled) or time.time() > deadline:
             return list(active)
         time.sleep(10)
 
