@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlseclab.cloudinit import hosts_file, resolv_conf
 from mlseclab.errors import TargetError
 from mlseclab.process import command_lines, is_mounted, mount_overlay, ok, run, unmount
 from mlseclab.spec import OPERATOR_USER
@@ -56,16 +57,6 @@ def ensure_rootfs(node: str, names: LocalNames, image: Path) -> bool:
     (d / "upper").chmod(0o755)
     mount_overlay(image, d / "upper", d / "work", merged)
     return True
-
-
-def hosts_file(node: str, domain: str) -> str:
-    """/etc/hosts of a node (the node name is a DNS label, the domain a DNS name: schema)."""
-    return "\n".join(["127.0.0.1\tlocalhost", f"127.0.1.1\t{node}.{domain} {node}", ""])
-
-
-def resolv_conf(domain: str) -> str:
-    """/etc/resolv.conf of a node: a search domain and no nameserver (no DNS leaves the lab)."""
-    return f"# the lab has no resolver\nsearch {domain}\n"
 
 
 def write_identity(node: LabNode, names: LocalNames, domain: str, operator_pubkey: str) -> str:
